@@ -1,0 +1,3 @@
+from somocloud.cli import main
+
+raise SystemExit(main())

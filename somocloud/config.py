@@ -1,0 +1,401 @@
+"""The run config: one YAML file describes a product run.
+
+Every section is a pydantic model that rejects unknown keys, so a typo fails before any work starts.
+Stores are URLs; credentials and S3 endpoints never live here (they come from the environment or
+from run-time storage options, see `somocloud.stores`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, field docstrings are the docs."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class GridConfig(Section):
+    """The run's regular latitude/longitude grid (cell centres)."""
+
+    resolution: float = Field(0.25, gt=0)
+    """Cell size in degrees (0.25 for SoMo.ml v1, 0.1 for SoMo.ml-EU)."""
+    lat_min: float = Field(-60.0, ge=-90, le=90)
+    """Southern edge of the grid in degrees north (a cell edge, not a centre)."""
+    lat_max: float = Field(90.0, ge=-90, le=90)
+    """Northern edge of the grid in degrees north."""
+    lon_min: float = Field(-180.0, ge=-180, le=360)
+    """Western edge of the grid in degrees east, in [-180, 180)."""
+    lon_max: float = Field(180.0, ge=-180, le=360)
+    """Eastern edge of the grid in degrees east."""
+
+    @model_validator(mode="after")
+    def _edges_ordered(self) -> GridConfig:
+        if self.lat_max <= self.lat_min:
+            raise ValueError("grid.lat_max must be greater than grid.lat_min")
+        if self.lon_max <= self.lon_min:
+            raise ValueError("grid.lon_max must be greater than grid.lon_min")
+        return self
+
+
+class PeriodConfig(Section):
+    """The days the product covers. Forcing is also needed `model.seq_length - 1` days before `start`."""
+
+    start: dt.date = dt.date(2000, 1, 1)
+    """First day of the product."""
+    end: dt.date = dt.date(2019, 12, 31)
+    """Last day of the product (inclusive)."""
+    train_start: dt.date | None = None
+    """First day of training targets; defaults to `start`."""
+    train_end: dt.date | None = None
+    """Last day of training targets; defaults to `end`."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PeriodConfig:
+        if self.end < self.start:
+            raise ValueError("period.end must not be before period.start")
+        return self
+
+
+class StoresConfig(Section):
+    """Where every input and output lives, as URLs (plain path, file://, s3://, memory://).
+
+    Unset stores default to a path under `root` (see `RunConfig.store`)."""
+
+    root: str = "./somocloud-demo"
+    """Base URL; every store left unset lives under it."""
+    era5_hourly: str | None = None
+    """Input: hourly ERA5 in the analysis-ready Zarr layout (long names, latitude descending, longitude 0-360)."""
+    static_inputs: str | None = None
+    """Input: static rasters Zarr (texture, porosity, vegetation code, land-sea mask) on the ERA5 layout."""
+    dem: str | None = None
+    """Input: digital elevation model Zarr (`elevation`, m) on a grid finer than the run grid."""
+    ismn: str | None = None
+    """Input: folder of ISMN station files (header+values `.stm` layout)."""
+    truth: str | None = None
+    """Optional input: true soil moisture (synthetic world only), used by `evaluate`."""
+    forcing: str | None = None
+    """Output of `forcing`: daily forcing cube Zarr with the canonical names, pixel-chunked."""
+    reference_sm: str | None = None
+    """Output of `forcing`: daily reference soil moisture `swvl1..3` on the run grid."""
+    statics: str | None = None
+    """Output of `statics`: static features Zarr on the run grid."""
+    insitu: str | None = None
+    """Output of `ingest`: daily quality-controlled in-situ series Zarr (series x time)."""
+    targets: str | None = None
+    """Output of `targets`: training targets Zarr (cell x time x depth)."""
+    model: str | None = None
+    """Output of `train`: model artifact folder (weights, scalers, manifest)."""
+    product: str | None = None
+    """Output of `predict`: the product Zarr (time x depth x lat x lon)."""
+    evaluation: str | None = None
+    """Output of `evaluate`: metrics folder."""
+    stac: str | None = None
+    """Output of `publish`: STAC folder holding `collection.json`."""
+    catalog: str | None = None
+    """Output of `publish`: the Intake catalog YAML file."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_credentials_in_urls(cls, value: str | None) -> str | None:
+        # user:secret@host URLs would put a credential into every output's attributes.
+        if value is not None and re.match(r"^[a-z0-9]+://[^/]*@", value):
+            raise ValueError("store URLs must not contain credentials; use the environment instead")
+        return value
+
+
+class SyntheticConfig(Section):
+    """The synthetic world built by `somocloud synthetic` / `demo`: forcing, statics, truth, stations."""
+
+    seed: int = 42
+    """Seed of every random draw of the world."""
+    land_fraction: float = Field(0.65, gt=0, le=1)
+    """Approximate share of land cells in the world."""
+    n_stations: int = Field(40, ge=1)
+    """Number of in-situ stations (each in its own land cell)."""
+    dem_factor: int = Field(4, ge=1)
+    """The DEM is this many times finer than the run grid in each direction."""
+    subdaily_step_hours: int = Field(3, ge=1, le=24)
+    """Interval of the synthetic station observations in hours."""
+    gap_fraction: float = Field(0.05, ge=0, lt=1)
+    """Fraction of station days removed (gaps)."""
+    bad_flag_fraction: float = Field(0.03, ge=0, lt=1)
+    """Fraction of station records carrying a non-'G' quality flag (with corrupted values)."""
+
+
+class IngestConfig(Section):
+    """Quality control and daily aggregation of in-situ series (SoMo.ml Methods)."""
+
+    quality_flags: list[str] = Field(default_factory=lambda: ["G"])
+    """ISMN quality flags that are kept; everything else is dropped."""
+    min_obs_per_day: int = Field(6, ge=1)
+    """A daily mean is formed only on days with at least this many valid sub-daily values."""
+    min_days: int = Field(60, ge=1)
+    """Series with fewer daily values than this (about two months) are dropped."""
+
+
+class ForcingConfig(Section):
+    """Building the daily forcing cube from the hourly source."""
+
+    source: Literal["era5"] = "era5"
+    """Name of the hourly forcing source in the source registry."""
+    days_per_task: int = Field(32, ge=1)
+    """Days read and aggregated by one task (the map-chunked working unit)."""
+    min_hours_per_day: int = Field(24, ge=1, le=24)
+    """A day with fewer valid hours than this is NaN."""
+    tile_size: int = Field(16, ge=1)
+    """Lat/lon chunk size of the pixel-chunked cube (time is one chunk)."""
+
+
+class ModelConfig(Section):
+    """The EA-LSTM (SoMo.ml: hidden 128, dropout 0.5, 365-day lookback, forget bias 5)."""
+
+    hidden_size: int = Field(128, ge=1)
+    """Number of LSTM hidden units."""
+    dropout: float = Field(0.5, ge=0, lt=1)
+    """Dropout on the last hidden state before the dense head."""
+    seq_length: int = Field(365, ge=2)
+    """Lookback window in days (one zero-state window per predicted day)."""
+    initial_forget_bias: float = 5.0
+    """Initial value of the forget-gate bias."""
+
+
+class TrainConfig(Section):
+    """Training of one model per layer and member."""
+
+    epochs: int = Field(15, ge=1)
+    """Number of passes over the training windows."""
+    batch_size: int = Field(256, ge=1)
+    """Windows per optimiser step."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Adam learning rate."""
+    max_windows_per_epoch: int | None = Field(None, ge=1)
+    """Cap on windows drawn per epoch (random subset), None for all."""
+    n_members: int = Field(5, ge=1)
+    """Ensemble members per layer, each with its own seed."""
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    """Share of target cells held out of training and used by `evaluate`."""
+    nse_epsilon: float = Field(0.005, gt=0)
+    """Epsilon added to each cell's target std in the NSE* loss, in m3 m-3."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Gradient-norm clip."""
+    seed: int = 0
+    """Base seed; member k uses seed + k."""
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads (None: torch's default)."""
+
+
+class PredictConfig(Section):
+    """Running the models over every land cell."""
+
+    mode: Literal["exact"] = "exact"
+    """Inference mode: `exact` = one zero-state window per predicted day (the published method)."""
+    tile_size: int = Field(16, ge=1)
+    """Lat/lon size of one task's tile; also the product's lat/lon chunk size."""
+    time_chunk: int = Field(365, ge=1)
+    """Days per product chunk (and per task's block of days)."""
+    batch_windows: int = Field(4096, ge=1)
+    """Windows per forward pass (memory knob)."""
+
+
+class EvaluateConfig(Section):
+    """Skill at held-out stations."""
+
+    min_overlap_days: int = Field(30, ge=2)
+    """Fewer paired days than this give NaN metrics."""
+
+
+class PublishConfig(Section):
+    """STAC collection and Intake catalog of the product."""
+
+    collection_id: str = "somocloud-demo"
+    """STAC collection id (also the Intake catalog name)."""
+    title: str = "somocloud soil moisture (demo)"
+    """Human-readable title."""
+    description: str = "Daily multi-layer soil moisture from an Entity-Aware LSTM trained on in-situ stations."
+    """Collection description."""
+    license: str = "CC-BY-4.0"
+    """SPDX licence of the product."""
+    public_href: str | None = None
+    """URL analysts use to open the product, if different from `stores.product`."""
+
+
+class ClusterConfig(Section):
+    """Which Dask cluster runs the distributed steps."""
+
+    kind: Literal["local", "address", "kubernetes", "coiled"] = "local"
+    """`local` LocalCluster of processes, `address` an existing scheduler, `kubernetes`/`coiled` see deploy/."""
+    address: str | None = None
+    """Scheduler address for kind=address (e.g. tcp://scheduler:8786)."""
+    n_workers: int = Field(2, ge=1)
+    """Workers of a local cluster."""
+    threads_per_worker: int = Field(1, ge=1)
+    """Threads per local worker."""
+    memory_limit: str = "auto"
+    """Memory limit per local worker (dask syntax)."""
+
+    @model_validator(mode="after")
+    def _address_given(self) -> ClusterConfig:
+        if self.kind == "address" and not self.address:
+            raise ValueError("cluster.address is required when cluster.kind is 'address'")
+        return self
+
+
+# Default file/folder names of stores left unset, under stores.root.
+DEFAULT_STORE_NAMES: dict[str, str] = {
+    "era5_hourly": "inputs/era5_hourly.zarr",
+    "static_inputs": "inputs/static_inputs.zarr",
+    "dem": "inputs/dem.zarr",
+    "ismn": "inputs/ismn",
+    "truth": "inputs/truth.zarr",
+    "forcing": "work/forcing.zarr",
+    "reference_sm": "work/reference_sm.zarr",
+    "statics": "work/statics.zarr",
+    "insitu": "work/insitu.zarr",
+    "targets": "work/targets.zarr",
+    "model": "model",
+    "product": "product/soil_moisture.zarr",
+    "evaluation": "evaluation",
+    "stac": "stac",
+    "catalog": "catalog.yaml",
+}
+
+
+class RunConfig(Section):
+    """One product run."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    """Version of this config schema."""
+    name: str = "somocloud-demo"
+    """Name of the product run."""
+    product_version: str = "0.1.0"
+    """Version of the product this run makes."""
+    seed: int = 0
+    """Global seed (data splits)."""
+    grid: GridConfig = Field(default_factory=GridConfig)
+    """The run's grid."""
+    period: PeriodConfig = Field(default_factory=PeriodConfig)
+    """The product's days."""
+    stores: StoresConfig = Field(default_factory=StoresConfig)
+    """Store URLs."""
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    """Synthetic world (demo and tests)."""
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    """In-situ quality control."""
+    forcing: ForcingConfig = Field(default_factory=ForcingConfig)
+    """Forcing build."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """Model architecture."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Training."""
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    """Prediction."""
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    """Evaluation."""
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    """Publishing."""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Dask cluster."""
+
+    def store(self, name: str) -> str:
+        """The URL of store `name`: the configured one, else its default under `stores.root`."""
+        if name not in DEFAULT_STORE_NAMES:
+            raise KeyError(f"unknown store {name!r}")
+        value = getattr(self.stores, name)
+        if value:
+            return str(value)
+        return self.stores.root.rstrip("/") + "/" + DEFAULT_STORE_NAMES[name]
+
+    @property
+    def lookback_start(self) -> dt.date:
+        """First day of forcing needed: `seq_length - 1` days before the product's first day."""
+        return self.period.start - dt.timedelta(days=self.model.seq_length - 1)
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with every store URL filled in, as JSON-able data (stored in every output)."""
+        data = self.model_dump(mode="json")
+        data["stores"] = {name: self.store(name) for name in DEFAULT_STORE_NAMES} | {"root": self.stores.root}
+        return data
+
+    def resolved_json(self) -> str:
+        return json.dumps(self.resolved(), sort_keys=True)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`key.sub=value` strings → (dotted key, YAML-parsed value)."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return parsed
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid run config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (None: all defaults), apply `key=value` overrides and validate it."""
+    source = str(path) if path else "(defaults)"
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read run config {source}: {exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"run config {source} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"run config {source} must be a mapping at the top level")
+        data = loaded or {}
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    return config_from_dict(data, source)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "(dict)") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def config_from_json(text: str) -> RunConfig:
+    """Rebuild a config stored in an output's attributes (store URLs are kept as resolved)."""
+    return config_from_dict(json.loads(text), "(stored config)")

@@ -1,0 +1,197 @@
+"""Stores named by URL: plain path, file://, s3://, memory://, opened through fsspec, xarray and zarr 3.
+
+S3 endpoint and credentials come only from the environment (`AWS_ENDPOINT_URL` or
+`SOMOCLOUD_S3_ENDPOINT_URL`, and botocore's usual `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/profile
+chain) or from run-time storage options handed to `set_runtime_options`. Nothing here ever writes or logs
+storage options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import fsspec
+import xarray as xr
+
+ENDPOINT_ENV = ("SOMOCLOUD_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+# Run-time options per protocol (e.g. {"s3": {"anon": True}}), set by API users; process-local.
+_RUNTIME_OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+def set_runtime_options(options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set run-time storage options per protocol. They live in memory only, never in outputs."""
+    _RUNTIME_OPTIONS.clear()
+    _RUNTIME_OPTIONS.update({k: dict(v) for k, v in options.items()})
+
+
+def runtime_options() -> dict[str, dict[str, Any]]:
+    """The run-time options, to hand to a worker process (`set_runtime_options` there)."""
+    return {k: dict(v) for k, v in _RUNTIME_OPTIONS.items()}
+
+
+def protocol(url: str) -> str:
+    """'s3', 'memory' or 'file' for a URL or a plain path."""
+    if "://" not in url:
+        return "file"
+    proto = url.split("://", 1)[0]
+    return {"s3a": "s3"}.get(proto, proto)
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec storage options for `url`: the S3 endpoint from the environment plus run-time options."""
+    proto = protocol(url)
+    opts: dict[str, Any] = {}
+    if proto == "s3":
+        endpoint = next((os.environ[v] for v in ENDPOINT_ENV if os.environ.get(v)), None)
+        if endpoint:
+            opts["endpoint_url"] = endpoint
+    opts.update(_RUNTIME_OPTIONS.get(proto, {}))
+    return opts
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
+    return fs, path
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path parts onto a URL with '/'."""
+    if protocol(url) == "file" and "://" not in url:
+        return os.path.join(url, *parts)
+    return posixpath.join(url.rstrip("/"), *parts)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return bool(fs.exists(path))
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        return bytes(f.read())
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write a whole object (local parents are created)."""
+    fs, path = filesystem(url)
+    parent = posixpath.dirname(path)
+    if parent and protocol(url) in ("file", "memory"):
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
+def read_text(url: str) -> str:
+    return read_bytes(url).decode("utf-8")
+
+
+def write_text(url: str, text: str) -> None:
+    write_bytes(url, text.encode("utf-8"))
+
+
+def read_json(url: str) -> Any:
+    return json.loads(read_text(url))
+
+
+def write_json(url: str, data: Any) -> None:
+    write_text(url, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def remove(url: str) -> None:
+    """Remove an object or a whole prefix; no error if absent."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def list_files(url: str, suffix: str = "") -> list[str]:
+    """Every file below `url` (recursively) whose name ends with `suffix`, as URLs, sorted."""
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        return []
+    found = fs.find(path)
+    proto = protocol(url)
+    out = []
+    for p in sorted(found):
+        if not p.endswith(suffix):
+            continue
+        if proto == "file" and "://" not in url:
+            out.append(p)
+        else:
+            out.append(f"{proto}://{p.lstrip('/')}" if proto != "memory" else f"memory://{p.lstrip('/')}")
+    return out
+
+
+def open_zarr(url: str, **kwargs: Any) -> xr.Dataset:
+    """Open a Zarr store lazily (dask-backed unless `chunks=None` is given)."""
+    kwargs.setdefault("chunks", {})
+    try:
+        return xr.open_zarr(url, storage_options=storage_options(url), **kwargs)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no Zarr store at {url}") from exc
+
+
+def write_zarr(ds: xr.Dataset, url: str, **kwargs: Any) -> Any:
+    """Write a dataset as a Zarr 3 store (consolidated). `mode` defaults to 'w' (replace)."""
+    kwargs.setdefault("mode", "w")
+    kwargs.setdefault("zarr_format", 3)
+    kwargs.setdefault("consolidated", True)
+    return ds.to_zarr(url, storage_options=storage_options(url), **kwargs)
+
+
+def zarr_attrs(url: str) -> dict[str, Any]:
+    """The root attributes of a Zarr store, read from its metadata only."""
+    import zarr
+
+    group = zarr.open_group(url, mode="r", storage_options=storage_options(url))
+    return dict(group.attrs)
+
+
+def update_zarr_attrs(url: str, attrs: Mapping[str, Any], consolidate: bool = True) -> None:
+    """Merge `attrs` into a Zarr store's root attributes and re-consolidate its metadata."""
+    import zarr
+
+    so = storage_options(url)
+    group = zarr.open_group(url, mode="r+", storage_options=so)
+    group.attrs.update(dict(attrs))
+    if consolidate:
+        zarr.consolidate_metadata(url, storage_options=so)
+
+
+class Markers:
+    """One small marker object per finished task under `<base>/<task_id>.json`.
+
+    A marker is written after the task's data, so its presence means the task's output is complete."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def url(self, task_id: str) -> str:
+        return join(self.base_url, f"{task_id}.json")
+
+    def done(self, task_id: str) -> bool:
+        return exists(self.url(task_id))
+
+    def mark(self, task_id: str, info: Mapping[str, Any] | None = None) -> None:
+        write_json(self.url(task_id), {"task": task_id, **(info or {})})
+
+    def finished(self) -> set[str]:
+        return {posixpath.basename(u)[: -len(".json")] for u in list_files(self.base_url, ".json")}
+
+    def clear(self) -> None:
+        remove(self.base_url)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.finished()))
+
+
+def markers_for(store_url: str) -> Markers:
+    """The markers of the tasks that write `store_url` (a sibling prefix, so the store stays pure Zarr)."""
+    return Markers(store_url.rstrip("/") + ".progress")
