@@ -51,9 +51,11 @@ def _address(cfg: ClusterConfig) -> Any:
 @register("kubernetes")
 def _kubernetes(cfg: ClusterConfig) -> Any:
     try:
-        from dask_kubernetes.operator import KubeCluster  # type: ignore[import-not-found]
+        from dask_kubernetes.operator import KubeCluster
     except ImportError as exc:
-        raise RuntimeError("cluster.kind=kubernetes needs the k8s extra: pip install 'somocloud[k8s]'") from exc
+        raise RuntimeError(
+            "cluster.kind=kubernetes needs the k8s extra: pip install 'somocloud[k8s]'"
+        ) from exc
     from distributed import Client
 
     cluster = KubeCluster(name="somocloud", n_workers=cfg.n_workers)
@@ -63,9 +65,11 @@ def _kubernetes(cfg: ClusterConfig) -> Any:
 @register("coiled")
 def _coiled(cfg: ClusterConfig) -> Any:
     try:
-        import coiled  # type: ignore[import-not-found]
+        import coiled
     except ImportError as exc:
-        raise RuntimeError("cluster.kind=coiled needs the coiled extra: pip install 'somocloud[coiled]'") from exc
+        raise RuntimeError(
+            "cluster.kind=coiled needs the coiled extra: pip install 'somocloud[coiled]'"
+        ) from exc
     cluster = coiled.Cluster(n_workers=cfg.n_workers)
     return cluster.get_client()
 

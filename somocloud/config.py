@@ -146,6 +146,10 @@ class IngestConfig(Section):
     """A daily mean is formed only on days with at least this many valid sub-daily values."""
     min_days: int = Field(60, ge=1)
     """Series with fewer daily values than this (about two months) are dropped."""
+    parallel_min_files: int = Field(200, ge=1)
+    """With more station files than this, files are read on the Dask cluster; fewer are read in-process."""
+    files_per_task: int = Field(50, ge=1)
+    """Station files read by one Dask task (when reading on the cluster)."""
 
 
 class ForcingConfig(Section):
@@ -226,7 +230,9 @@ class PublishConfig(Section):
     """STAC collection id (also the Intake catalog name)."""
     title: str = "somocloud soil moisture (demo)"
     """Human-readable title."""
-    description: str = "Daily multi-layer soil moisture from an Entity-Aware LSTM trained on in-situ stations."
+    description: str = (
+        "Daily multi-layer soil moisture from an Entity-Aware LSTM trained on in-situ stations."
+    )
     """Collection description."""
     license: str = "CC-BY-4.0"
     """SPDX licence of the product."""
@@ -278,7 +284,7 @@ DEFAULT_STORE_NAMES: dict[str, str] = {
 class RunConfig(Section):
     """One product run."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     """Version of this config schema."""
     name: str = "somocloud-demo"
     """Name of the product run."""

@@ -58,5 +58,7 @@ def provenance_attrs(cfg: RunConfig, step: str, inputs: Mapping[str, str]) -> di
         "somocloud_step": step,
         "somocloud_config": json.dumps(config, sort_keys=True),
         "somocloud_inputs": json.dumps(input_ids, sort_keys=True),
-        CONTENT_ID: sha256_json({"step": step, "config": config, "inputs": input_ids, "version": __version__}),
+        CONTENT_ID: sha256_json(
+            {"step": step, "config": config, "inputs": input_ids, "version": __version__}
+        ),
     }

@@ -22,17 +22,31 @@ class StepSpec:
         return fn
 
 
-SYNTHETIC = StepSpec("somocloud.synthetic:build_world", "build the synthetic world (hourly ERA5, statics, DEM, truth, ISMN files)")
+SYNTHETIC = StepSpec(
+    "somocloud.synthetic:build_world",
+    "build the synthetic world (hourly ERA5, statics, DEM, truth, ISMN files)",
+)
 
 STEPS: dict[str, StepSpec] = {
-    "forcing": StepSpec("somocloud.forcing:build_forcing", "hourly ERA5 Zarr → daily pixel-chunked forcing cube and reference soil moisture"),
-    "statics": StepSpec("somocloud.statics:build_statics", "static features on the run grid (elevation, aridity, texture, porosity, ...)"),
+    "forcing": StepSpec(
+        "somocloud.forcing:build_forcing",
+        "hourly ERA5 Zarr → daily pixel-chunked forcing cube and reference soil moisture",
+    ),
+    "statics": StepSpec(
+        "somocloud.statics:build_statics",
+        "static features on the run grid (elevation, aridity, texture, porosity, ...)",
+    ),
     "ingest": StepSpec("somocloud.insitu:ingest", "ISMN station files → quality-controlled daily series"),
-    "targets": StepSpec("somocloud.targets:build_targets", "daily series → training targets rescaled to the reference soil moisture"),
+    "targets": StepSpec(
+        "somocloud.targets:build_targets",
+        "daily series → training targets rescaled to the reference soil moisture",
+    ),
     "train": StepSpec("somocloud.train:train", "train the EA-LSTM members of every layer → model artifact"),
     "predict": StepSpec("somocloud.predict:predict", "run the models over every land cell → product Zarr"),
     "evaluate": StepSpec("somocloud.evaluate:evaluate", "skill at held-out stations (r, anomaly r, ubRMSD)"),
-    "publish": StepSpec("somocloud.publish:publish", "STAC collection and Intake catalog of the finished product"),
+    "publish": StepSpec(
+        "somocloud.publish:publish", "STAC collection and Intake catalog of the finished product"
+    ),
 }
 
 RUN_ORDER: list[str] = list(STEPS)

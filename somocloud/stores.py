@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import fsspec
 import xarray as xr
+
+# Zarr 3 warns on every consolidated write that consolidated metadata is not in the v3 spec; we rely on
+# it deliberately (one metadata read per open on object stores), so the warning is noise.
+warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
 
 ENDPOINT_ENV = ("SOMOCLOUD_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
@@ -122,18 +127,28 @@ def list_files(url: str, suffix: str = "") -> list[str]:
     for p in sorted(found):
         if not p.endswith(suffix):
             continue
-        if proto == "file" and "://" not in url:
-            out.append(p)
+        if proto == "file":
+            out.append(p if "://" not in url else f"file://{p}")
         else:
-            out.append(f"{proto}://{p.lstrip('/')}" if proto != "memory" else f"memory://{p.lstrip('/')}")
+            out.append(f"{proto}://{p.lstrip('/')}")
     return out
+
+
+def zarr_kwargs(url: str) -> dict[str, Any]:
+    """`storage_options=` for xarray/zarr calls on `url` (zarr refuses them for local paths)."""
+    return {} if protocol(url) == "file" else {"storage_options": storage_options(url)}
+
+
+def zarr_url(url: str) -> str:
+    """The URL as zarr wants it: local paths without `file://` (zarr then creates folders itself)."""
+    return url.removeprefix("file://") if protocol(url) == "file" else url
 
 
 def open_zarr(url: str, **kwargs: Any) -> xr.Dataset:
     """Open a Zarr store lazily (dask-backed unless `chunks=None` is given)."""
     kwargs.setdefault("chunks", {})
     try:
-        return xr.open_zarr(url, storage_options=storage_options(url), **kwargs)
+        return xr.open_zarr(zarr_url(url), **zarr_kwargs(url), **kwargs)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"no Zarr store at {url}") from exc
 
@@ -143,14 +158,23 @@ def write_zarr(ds: xr.Dataset, url: str, **kwargs: Any) -> Any:
     kwargs.setdefault("mode", "w")
     kwargs.setdefault("zarr_format", 3)
     kwargs.setdefault("consolidated", True)
-    return ds.to_zarr(url, storage_options=storage_options(url), **kwargs)
+    return ds.to_zarr(zarr_url(url), **zarr_kwargs(url), **kwargs)
+
+
+def zarr_store(url: str, read_only: bool = False) -> Any:
+    """A zarr 3 store object for `url` (local paths as LocalStore, everything else through fsspec)."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    if protocol(url) == "file":
+        return LocalStore(url.removeprefix("file://"), read_only=read_only)
+    return FsspecStore.from_url(url, storage_options=storage_options(url), read_only=read_only)
 
 
 def zarr_attrs(url: str) -> dict[str, Any]:
     """The root attributes of a Zarr store, read from its metadata only."""
     import zarr
 
-    group = zarr.open_group(url, mode="r", storage_options=storage_options(url))
+    group = zarr.open_group(zarr_store(url, read_only=True), mode="r")
     return dict(group.attrs)
 
 
@@ -158,11 +182,11 @@ def update_zarr_attrs(url: str, attrs: Mapping[str, Any], consolidate: bool = Tr
     """Merge `attrs` into a Zarr store's root attributes and re-consolidate its metadata."""
     import zarr
 
-    so = storage_options(url)
-    group = zarr.open_group(url, mode="r+", storage_options=so)
+    store = zarr_store(url)
+    group = zarr.open_group(store, mode="r+")
     group.attrs.update(dict(attrs))
     if consolidate:
-        zarr.consolidate_metadata(url, storage_options=so)
+        zarr.consolidate_metadata(store)
 
 
 class Markers:

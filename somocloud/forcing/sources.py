@@ -1,0 +1,396 @@
+"""Hourly forcing sources: a small protocol, a registry and the ERA5 (ARCO Zarr layout) source.
+
+A source knows its own layout and names; the build only speaks canonical names. Each source carries a
+lexicon: canonical name → source variable(s), how hours are combined and aggregated to a day, and the
+unit conversion of the daily value. Adding MSWEP or ERA5-Land means adding a source with its own lexicon,
+never new canonical names.
+
+Daily values follow the contract's UTC day boundaries: instantaneous variables average the stamps
+D 00:00 .. D 23:00, accumulations (each stamp holds the hour *ending* at it) sum the stamps
+D 01:00 .. D+1 00:00, i.e. exactly the 24 hours of day D.
+
+Missing hours (NaN in the source) are allowed per cell: a day with fewer than `min_hours` valid hours
+is NaN. On days with enough valid hours a mean is the mean of the valid hours, and a sum is that mean
+times 24 (so a day missing one hour of rain is not biased low). A stamp that is absent from the time
+axis is an error (the source must be regular hourly), not a missing hour.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import xarray as xr
+
+from somocloud import stores
+from somocloud.grid import Grid
+
+Aggregation = Literal["mean", "sum"]
+
+HOURS_PER_DAY = 24
+_DECIMALS = 6  # same rounding as somocloud.grid, so 0.1-degree coordinates compare exactly
+_HOUR = np.timedelta64(1, "h")
+
+
+class SourceError(ValueError):
+    """A source store that cannot be used; the message names the store and the variable or coordinate."""
+
+
+@dataclass(frozen=True)
+class LexiconEntry:
+    """How one canonical daily variable is made from a source's hourly variables."""
+
+    sources: tuple[str, ...]
+    """Source variable names, in the order `combine` takes them."""
+    aggregation: Aggregation
+    """`mean` for instantaneous variables, `sum` for accumulations over the hour ending at the stamp."""
+    units: str
+    """Units of the canonical daily value."""
+    long_name: str
+    """Description stored as the variable's `long_name`."""
+    scale: float = 1.0
+    """Factor applied to the daily aggregate to reach `units` (e.g. 1000 for m → mm)."""
+    combine: Callable[..., np.ndarray] | None = None
+    """Hourly combination of several source variables into one (None: the single source as is)."""
+
+    def hourly(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """The hourly canonical quantity (before aggregation and scaling) from the source arrays."""
+        if self.combine is None:
+            if len(arrays) != 1:
+                raise ValueError(f"lexicon entry with sources {self.sources} needs a combine function")
+            return arrays[0]
+        return self.combine(*arrays)
+
+
+@dataclass(frozen=True)
+class CellIndex:
+    """Indices into a source's (latitude, longitude) axes giving the run grid in its own layout.
+
+    `lat[i]` is the source row of run-grid row i (run grid: lat ascending), `lon[j]` the source column of
+    run-grid column j (run grid: lon ascending in [-180, 180))."""
+
+    lat: np.ndarray = field(repr=False)
+    lon: np.ndarray = field(repr=False)
+
+
+class HourlySource(Protocol):
+    """An hourly gridded store the forcing build can turn into daily values on the run grid."""
+
+    name: str
+    url: str
+    lexicon: Mapping[str, LexiconEntry]
+
+    def validate(self, names: Sequence[str], first_day: dt.date, last_day: dt.date) -> None:
+        """Raise `SourceError` unless every variable behind `names` is present with the expected units and
+        the time axis is monotonic, hourly and covers `first_day` 00:00 .. `last_day + 1` 00:00."""
+        ...
+
+    def cell_index(self, grid: Grid) -> CellIndex:
+        """Where the run grid's cells lie in the source; `SourceError` if they are not all there."""
+        ...
+
+    def read_daily(
+        self,
+        names: Sequence[str],
+        first_day: dt.date,
+        n_days: int,
+        cells: CellIndex,
+        min_hours: int,
+    ) -> dict[str, np.ndarray]:
+        """Daily values `(n_days, nlat, nlon)` float32 of each canonical name, in canonical units."""
+        ...
+
+
+SourceFactory = Callable[[str], HourlySource]
+SOURCES: dict[str, SourceFactory] = {}
+
+
+def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Class decorator adding a source to the registry under `name` (the `forcing.source` value)."""
+
+    def deco(factory: SourceFactory) -> SourceFactory:
+        SOURCES[name] = factory
+        return factory
+
+    return deco
+
+
+def get_source(name: str, url: str) -> HourlySource:
+    """The registered source `name` reading the store at `url`."""
+    try:
+        factory = SOURCES[name]
+    except KeyError:
+        raise KeyError(f"unknown forcing source {name!r}; known: {sorted(SOURCES)}") from None
+    return factory(url)
+
+
+# --- physics and aggregation -------------------------------------------------------------------------
+
+
+def specific_humidity(dewpoint_k: np.ndarray, pressure_pa: np.ndarray) -> np.ndarray:
+    """Specific humidity (kg kg-1) from dewpoint (K) and surface pressure (Pa).
+
+    e = 611.2·exp(17.67·Td/(Td + 243.5)) Pa with Td in °C (Bolton 1980), q = 0.622·e/(p − 0.378·e)."""
+    td_c = np.asarray(dewpoint_k, dtype="float64") - 273.15
+    e = 611.2 * np.exp(17.67 * td_c / (td_c + 243.5))
+    p = np.asarray(pressure_pa, dtype="float64")
+    return np.asarray(0.622 * e / (p - 0.378 * e))
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype="float64") + np.asarray(b, dtype="float64")
+
+
+def aggregate_day(hours: np.ndarray, aggregation: Aggregation, min_hours: int) -> np.ndarray:
+    """One day's value from its 24 hourly values `(24, ...)`: NaN where fewer than `min_hours` are valid.
+
+    Means average the valid hours; sums are the mean of the valid hours times 24."""
+    if hours.shape[0] != HOURS_PER_DAY:
+        raise ValueError(f"a day has {HOURS_PER_DAY} hours, got {hours.shape[0]}")
+    values = np.asarray(hours, dtype="float64")
+    valid = np.isfinite(values)
+    count = valid.sum(axis=0)
+    total = np.where(valid, values, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    out = mean * HOURS_PER_DAY if aggregation == "sum" else mean
+    return np.where(count >= min_hours, out, np.nan)
+
+
+# --- ERA5 in the analysis-ready (ARCO) Zarr layout -----------------------------------------------------
+
+ERA5_UNITS: dict[str, str] = {
+    "2m_temperature": "K",
+    "2m_dewpoint_temperature": "K",
+    "surface_pressure": "Pa",
+    "skin_temperature": "K",
+    "total_precipitation": "m",
+    "surface_solar_radiation_downwards": "J m-2",
+    "surface_net_solar_radiation": "J m-2",
+    "surface_net_thermal_radiation": "J m-2",
+    "volumetric_soil_water_layer_1": "m3 m-3",
+    "volumetric_soil_water_layer_2": "m3 m-3",
+    "volumetric_soil_water_layer_3": "m3 m-3",
+}
+"""Units attribute every ERA5 variable must carry (checked before any work)."""
+
+_J_TO_MJ = 1e-6  # a daily sum of J m-2 is J m-2 day-1; MJ for the canonical unit
+
+ERA5_LEXICON: dict[str, LexiconEntry] = {
+    "t2m": LexiconEntry(("2m_temperature",), "mean", "K", "2 m air temperature, daily mean"),
+    "tp": LexiconEntry(
+        ("total_precipitation",), "sum", "mm day-1", "total precipitation, daily sum", scale=1000.0
+    ),
+    "q": LexiconEntry(
+        ("2m_dewpoint_temperature", "surface_pressure"),
+        "mean",
+        "kg kg-1",
+        "2 m specific humidity (from dewpoint and surface pressure), daily mean of hourly values",
+        combine=specific_humidity,
+    ),
+    "snr": LexiconEntry(
+        ("surface_net_solar_radiation", "surface_net_thermal_radiation"),
+        "sum",
+        "MJ m-2 day-1",
+        "surface net radiation (net solar + net thermal), daily sum",
+        scale=_J_TO_MJ,
+        combine=_add,
+    ),
+    "ssrd": LexiconEntry(
+        ("surface_solar_radiation_downwards",),
+        "sum",
+        "MJ m-2 day-1",
+        "surface solar radiation downwards, daily sum",
+        scale=_J_TO_MJ,
+    ),
+    "skt": LexiconEntry(("skin_temperature",), "mean", "K", "skin temperature, daily mean"),
+    "swvl1": LexiconEntry(
+        ("volumetric_soil_water_layer_1",), "mean", "m3 m-3", "ERA5 volumetric soil water 0-7 cm, daily mean"
+    ),
+    "swvl2": LexiconEntry(
+        ("volumetric_soil_water_layer_2",), "mean", "m3 m-3", "ERA5 volumetric soil water 7-28 cm, daily mean"
+    ),
+    "swvl3": LexiconEntry(
+        ("volumetric_soil_water_layer_3",),
+        "mean",
+        "m3 m-3",
+        "ERA5 volumetric soil water 28-100 cm, daily mean",
+    ),
+}
+"""Canonical name → ERA5 source variable(s), aggregation and unit conversion."""
+
+
+def era5_cell_index(ds: xr.Dataset, grid: Grid, url: str) -> CellIndex:
+    """Indices of the run grid's cell centres in an ERA5-layout dataset (latitude descending or ascending,
+    longitude in [0, 360) or [-180, 180)).
+
+    The source must hold every run-grid cell centre at the run grid's resolution (exact match after
+    rounding to 6 decimals); regridding is not supported yet. Also used for the static rasters."""
+    lat_index = _axis_index(ds, "latitude", grid.lat, grid.resolution, url)
+    lon_index = _axis_index(ds, "longitude", grid.lon, grid.resolution, url)
+    return CellIndex(lat=lat_index, lon=lon_index)
+
+
+def _axis_index(ds: xr.Dataset, coord: str, wanted: np.ndarray, resolution: float, url: str) -> np.ndarray:
+    if coord not in ds.coords:
+        raise SourceError(f"{url}: coordinate {coord!r} is missing")
+    have = np.round(np.asarray(ds[coord].values, dtype="float64"), _DECIMALS)
+    if have.size > 1:
+        steps = np.unique(np.round(np.abs(np.diff(have)), _DECIMALS))
+        if steps.size != 1 or not np.isclose(steps[0], resolution, rtol=0, atol=1e-6):
+            raise SourceError(
+                f"{url}: coordinate {coord!r} has spacing {steps.tolist()} degrees, the run grid needs a "
+                f"regular {resolution}; regridding is not supported yet"
+            )
+    target = np.asarray(wanted, dtype="float64")
+    if coord == "longitude" and have.size and have.max() > 180.0:
+        target = np.round(np.mod(target, 360.0), _DECIMALS)  # the source uses 0-360 longitudes
+    target = np.round(target, _DECIMALS)
+    position = {float(v): i for i, v in enumerate(have)}
+    index = np.array([position.get(float(v), -1) for v in target], dtype="int64")
+    missing = target[index < 0]
+    if missing.size:
+        raise SourceError(
+            f"{url}: coordinate {coord!r} lacks {missing.size} of the run grid's {target.size} cell centres "
+            f"(first: {missing[0]}); the source must contain the run grid at the same resolution"
+        )
+    return index
+
+
+@register_source("era5")
+class Era5Hourly:
+    """Hourly ERA5 in the analysis-ready Zarr layout: dims (time, latitude, longitude), long names."""
+
+    name = "era5"
+    lexicon: Mapping[str, LexiconEntry] = ERA5_LEXICON
+    units: Mapping[str, str] = ERA5_UNITS
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._ds: xr.Dataset | None = None
+
+    @property
+    def dataset(self) -> xr.Dataset:
+        """The store, opened lazily without Dask (tasks index it directly; no graph inside a task)."""
+        if self._ds is None:
+            self._ds = stores.open_zarr(self.url, chunks=None)
+        return self._ds
+
+    def source_variables(self, names: Sequence[str]) -> list[str]:
+        """The source variables behind canonical `names`, in first-use order."""
+        out: list[str] = []
+        for name in names:
+            if name not in self.lexicon:
+                raise KeyError(f"source {self.name!r} has no lexicon entry for {name!r}")
+            out.extend(v for v in self.lexicon[name].sources if v not in out)
+        return out
+
+    def validate(self, names: Sequence[str], first_day: dt.date, last_day: dt.date) -> None:
+        ds = self.dataset
+        for var in self.source_variables(names):
+            if var not in ds.data_vars:
+                raise SourceError(f"{self.url}: variable {var!r} is missing")
+            if ds[var].dims != ("time", "latitude", "longitude"):
+                raise SourceError(
+                    f"{self.url}: variable {var!r} has dims {ds[var].dims}, "
+                    "expected ('time', 'latitude', 'longitude')"
+                )
+            units = ds[var].attrs.get("units")
+            if units != self.units[var]:
+                raise SourceError(
+                    f"{self.url}: variable {var!r} has units {units!r}, expected {self.units[var]!r}"
+                )
+        if "time" not in ds.coords:
+            raise SourceError(f"{self.url}: coordinate 'time' is missing")
+        times = ds["time"].values.astype("datetime64[ns]")
+        steps = np.diff(times)
+        if steps.size and (steps <= np.timedelta64(0, "ns")).any():
+            i = int(np.argmax(steps <= np.timedelta64(0, "ns")))
+            raise SourceError(
+                f"{self.url}: coordinate 'time' is not strictly increasing at index {i + 1} ({times[i + 1]})"
+            )
+        if steps.size and (steps != _HOUR).any():
+            i = int(np.argmax(steps != _HOUR))
+            raise SourceError(
+                f"{self.url}: coordinate 'time' is not hourly: {times[i]} is followed by {times[i + 1]}"
+            )
+        first = np.datetime64(first_day, "ns")
+        last = np.datetime64(last_day + dt.timedelta(days=1), "ns")
+        if times.size == 0 or times[0] > first or times[-1] < last:
+            span = f"{times[0]} .. {times[-1]}" if times.size else "nothing"
+            raise SourceError(
+                f"{self.url}: coordinate 'time' covers {span}, the build needs {first} .. {last}"
+            )
+
+    def cell_index(self, grid: Grid) -> CellIndex:
+        return era5_cell_index(self.dataset, grid, self.url)
+
+    def _hour_position(self, day: dt.date) -> int:
+        times = self.dataset["time"].values.astype("datetime64[ns]")
+        stamp = np.datetime64(day, "ns")
+        pos = int(np.searchsorted(times, stamp))
+        if pos >= times.size or times[pos] != stamp:
+            raise SourceError(f"{self.url}: coordinate 'time' has no stamp {stamp}")
+        return pos
+
+    def _read(self, var: str, start: int, stop: int, cells: CellIndex) -> np.ndarray:
+        """Hours [start, stop) of `var` on the run grid's cells, (hours, nlat, nlon), float64."""
+        da = self.dataset[var].isel(
+            time=slice(start, stop), latitude=xr.Variable("lat", cells.lat), longitude=xr.Variable("lon", cells.lon)
+        )
+        return np.asarray(da.values, dtype="float64")
+
+    def read_daily(
+        self,
+        names: Sequence[str],
+        first_day: dt.date,
+        n_days: int,
+        cells: CellIndex,
+        min_hours: int,
+    ) -> dict[str, np.ndarray]:
+        h0 = self._hour_position(first_day)
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            entry = self.lexicon[name]
+
+            def block(start: int, stop: int, entry: LexiconEntry = entry) -> np.ndarray:
+                return entry.hourly([self._read(v, h0 + start, h0 + stop, cells) for v in entry.sources])
+
+            out[name] = daily_series(block, entry, n_days, min_hours)
+        return out
+
+
+def daily_series(
+    read_hours: Callable[[int, int], np.ndarray],
+    entry: LexiconEntry,
+    n_days: int,
+    min_hours: int,
+) -> np.ndarray:
+    """Daily values `(n_days, ...)` float32 of one lexicon entry.
+
+    `read_hours(a, b)` gives the hourly canonical quantity for stamps [a, b), counted from the first
+    day's 00:00. Hours are read one day-aligned block at a time, so every stamp is read once (map-chunked
+    sources hold whole days or hours per chunk) and memory stays at about two days of maps. For
+    accumulations the first stamp of the next day's block closes the current day."""
+    days: list[np.ndarray] = []
+    current = read_hours(0, HOURS_PER_DAY)
+    for d in range(n_days):
+        if entry.aggregation == "mean":
+            hours = current
+            if d + 1 < n_days:
+                current = read_hours(HOURS_PER_DAY * (d + 1), HOURS_PER_DAY * (d + 2))
+        else:
+            # the next block starts with D+1 00:00, the last accumulation of day D
+            last = d + 1 == n_days
+            start = HOURS_PER_DAY * (d + 1)
+            following = read_hours(start, start + (1 if last else HOURS_PER_DAY))
+            hours = np.concatenate([current[1:], following[:1]], axis=0)
+            current = following
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            days.append(aggregate_day(hours, entry.aggregation, min_hours) * entry.scale)
+    return np.stack(days).astype("float32")

@@ -1,0 +1,1 @@
+"""The model layer: the EA-LSTM, its inputs and its artifact (used by `train` and `predict`)."""
