@@ -1,0 +1,320 @@
+"""`evaluate`: skill of the product at the held-out (and, for comparison, the training) target cells.
+
+For every cell of the model's `split.json` and every layer, the product series is compared with the
+rescaled observations (`targets`) and, when the store exists, with the synthetic `truth`, over the days the
+product covers. Writes `<evaluation>/metrics.csv` (one row per cell x depth x reference) and
+`<evaluation>/summary.json` (medians per split, reference and depth).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from somocloud import metrics, provenance, stores
+from somocloud.config import RunConfig
+from somocloud.context import Context
+
+log = logging.getLogger(__name__)
+
+STEP = "evaluate"
+VARIABLE = "soil_moisture"
+CONTRACT_COLUMNS = ["row", "col", "lat", "lon", "depth", "reference", "n", "r", "anomaly_r", "ubrmsd"]
+"""The columns of metrics.csv that the data contract fixes, in order."""
+EXTRA_COLUMNS = ["split", "rmse", "nrmse", "bias_rel", "nse", "kge"]
+"""Further columns, after the contract's: `split` is 'holdout' or 'train'."""
+SUMMARY_METRICS = ("r", "anomaly_r", "ubrmsd", "rmse", "nrmse", "bias_rel", "nse", "kge")
+SPLITS = {"holdout": "holdout_cells", "train": "train_cells"}
+"""Split name → key in split.json."""
+
+
+def read_split(model_url: str) -> dict[str, np.ndarray]:
+    """The `(n, 2)` int arrays of `[row, col]` per split ('holdout', 'train') from `<model>/split.json`."""
+    url = stores.join(model_url, "split.json")
+    if not stores.exists(url):
+        raise FileNotFoundError(f"no split.json in the model artifact {model_url} (run `train` first)")
+    try:
+        doc = stores.read_json(url)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{url} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{url}: expected a JSON object with {sorted(SPLITS.values())}")
+    out: dict[str, np.ndarray] = {}
+    for split, key in SPLITS.items():
+        cells = doc.get(key)
+        if cells is None:
+            raise ValueError(f"{url}: key {key!r} is missing")
+        try:
+            arr = np.asarray(cells, dtype="int64").reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise ValueError(f"{url}: {key!r} must be a list of [row, col] integer pairs") from None
+        if len(arr) != len(cells):
+            raise ValueError(f"{url}: {key!r} must be a list of [row, col] integer pairs")
+        out[split] = arr
+    both = {tuple(c) for c in out["holdout"].tolist()} & {tuple(c) for c in out["train"].tolist()}
+    if both:
+        raise ValueError(f"{url}: cells {sorted(both)[:5]} are in both train_cells and holdout_cells")
+    return out
+
+
+def _check_dims(ds: xr.Dataset, url: str, dims: tuple[str, ...]) -> None:
+    if VARIABLE not in ds:
+        raise KeyError(f"{url}: variable {VARIABLE!r} is missing")
+    if set(ds[VARIABLE].dims) != set(dims):
+        raise ValueError(f"{url}: {VARIABLE} has dims {ds[VARIABLE].dims}, expected {dims}")
+
+
+def _target_index(targets: xr.Dataset, url: str) -> dict[tuple[int, int], int]:
+    """(row, col) → position along the targets' `cell` dimension."""
+    for coord in ("row", "col"):
+        if coord not in targets.coords and coord not in targets:
+            raise KeyError(f"{url}: per-cell coordinate {coord!r} is missing")
+    rows = targets["row"].values.astype("int64")
+    cols = targets["col"].values.astype("int64")
+    return {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols, strict=True))}
+
+
+def _chunk_order(cells: np.ndarray, product: xr.Dataset) -> np.ndarray:
+    """Indices that sort cells by the product chunk holding them, so that one batch reads each chunk once."""
+    chunks = product[VARIABLE].encoding.get("chunks") or product[VARIABLE].shape
+    dims = product[VARIABLE].dims
+    clat, clon = chunks[dims.index("lat")], chunks[dims.index("lon")]
+    return np.lexsort((cells[:, 1], cells[:, 0], cells[:, 1] // clon, cells[:, 0] // clat))
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _series_at(gridded: xr.DataArray, cells: np.ndarray) -> np.ndarray:
+    """(cell, depth, time) float64 values of a (time, depth, lat, lon) array at `[row, col]` cells."""
+    rows = xr.DataArray(cells[:, 0], dims="cell")
+    cols = xr.DataArray(cells[:, 1], dims="cell")
+    picked = gridded.isel(lat=rows, lon=cols).transpose("cell", "depth", "time")
+    return np.asarray(picked.values, dtype="float64")
+
+
+def _rows(
+    cells: np.ndarray,
+    split: str,
+    reference: str,
+    sim: np.ndarray,
+    obs: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    depth: np.ndarray,
+    min_n: int,
+) -> pd.DataFrame:
+    """Metric rows for (cell, depth, time) arrays `sim` and `obs` of `cells`."""
+    scores = metrics.skill(sim, obs, min_n)  # each (cell, depth)
+    ncell, ndepth = sim.shape[:2]
+    table = {
+        "row": np.repeat(cells[:, 0], ndepth),
+        "col": np.repeat(cells[:, 1], ndepth),
+        "lat": np.repeat(lat[cells[:, 0]], ndepth),
+        "lon": np.repeat(lon[cells[:, 1]], ndepth),
+        "depth": np.tile(depth, ncell),
+        "reference": reference,
+        "split": split,
+    }
+    table.update({name: np.asarray(value).reshape(-1) for name, value in scores.items()})
+    return pd.DataFrame(table)
+
+
+def _aligned(
+    product: xr.Dataset, targets: xr.Dataset, truth: xr.Dataset | None, names: Mapping[str, str]
+) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray | None]:
+    """Product (time, depth, lat, lon), targets (cell, depth, time) and truth on the days the product and
+    the targets share, after checking that dims and coordinates agree."""
+    purl, turl = names.get("product", "product"), names.get("targets", "targets")
+    _check_dims(product, purl, ("time", "depth", "lat", "lon"))
+    _check_dims(targets, turl, ("cell", "time", "depth"))
+    depth = product["depth"].values
+    if targets.sizes["depth"] != len(depth) or not np.allclose(targets["depth"].values, depth):
+        raise ValueError(f"{turl}: depth {targets['depth'].values} differs from the product's {depth}")
+    times = np.intersect1d(product["time"].values, targets["time"].values)
+    if len(times) == 0:
+        raise ValueError(f"{turl}: no day in common with the product {purl}")
+    sm = product[VARIABLE].sel(time=times)
+    tsm = targets[VARIABLE].sel(time=times).transpose("cell", "depth", "time")
+    if truth is None:
+        return sm, tsm, None
+    tr_url = names.get("truth", "truth")
+    _check_dims(truth, tr_url, ("time", "depth", "lat", "lon"))
+    for coord in ("lat", "lon", "depth"):
+        same_size = truth.sizes[coord] == product.sizes[coord]
+        if not same_size or not np.allclose(truth[coord].values, product[coord].values):
+            raise ValueError(f"{tr_url}: coordinate {coord!r} differs from the product's ({purl})")
+    missing = np.setdiff1d(times, truth["time"].values)
+    if len(missing):
+        raise ValueError(f"{tr_url}: {len(missing)} product days are missing, first {missing[0]}")
+    return sm, tsm, truth[VARIABLE].sel(time=times)
+
+
+def _check_cells(
+    cells: np.ndarray,
+    split: str,
+    shape: tuple[int, int],
+    index: Mapping[tuple[int, int], int],
+    names: Mapping[str, str],
+) -> None:
+    split_url = stores.join(names.get("model", "model"), "split.json")
+    outside = (cells[:, 0] < 0) | (cells[:, 0] >= shape[0]) | (cells[:, 1] < 0) | (cells[:, 1] >= shape[1])
+    if outside.any():
+        raise ValueError(
+            f"{split_url}: {split} cell {cells[outside][0].tolist()} is outside the product grid {shape}"
+        )
+    absent = [tuple(c) for c in cells.tolist() if tuple(c) not in index]
+    if absent:
+        raise KeyError(
+            f"{names.get('targets', 'targets')}: {len(absent)} {split} cells of {split_url} are not target "
+            f"cells, first {absent[0]}"
+        )
+
+
+def evaluate_product(
+    product: xr.Dataset,
+    targets: xr.Dataset,
+    truth: xr.Dataset | None,
+    split: Mapping[str, np.ndarray],
+    min_n: int,
+    cells_per_batch: int = 256,
+    names: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """The metrics table of `product` (time, depth, lat, lon) against `targets` (cell, time, depth) and
+    optionally `truth` (like the product) at the cells of every split, over the days product and targets
+    share. `split` maps a split name to `(n, 2)` `[row, col]` cells; `names` maps 'product', 'targets',
+    'truth', 'model' to store URLs for error messages."""
+    names = dict(names or {})
+    sm, tsm, truth_sm = _aligned(product, targets, truth, names)
+    index = _target_index(targets, names.get("targets", "targets"))
+    lat, lon = product["lat"].values, product["lon"].values
+    depth = product["depth"].values.astype("float64")
+    parts: list[pd.DataFrame] = []
+    for name, cells_all in split.items():
+        if len(cells_all) == 0:
+            continue
+        _check_cells(cells_all, name, (len(lat), len(lon)), index, names)
+        cells_sorted = cells_all[_chunk_order(cells_all, product)]
+        for sl in _batches(len(cells_sorted), cells_per_batch):
+            cells = cells_sorted[sl]
+            sim = _series_at(sm, cells)
+            pos = [index[(int(r), int(c))] for r, c in cells]
+            obs = np.asarray(tsm.isel(cell=pos).values, dtype="float64")
+            parts.append(_rows(cells, name, "targets", sim, obs, lat, lon, depth, min_n))
+            if truth_sm is not None:
+                ref = _series_at(truth_sm, cells)
+                parts.append(_rows(cells, name, "truth", sim, ref, lat, lon, depth, min_n))
+    columns = CONTRACT_COLUMNS + EXTRA_COLUMNS
+    if not parts:
+        return pd.DataFrame({c: [] for c in columns})
+    table = pd.concat(parts, ignore_index=True)[columns]
+    order = {"holdout": 0, "train": 1}
+    table = table.sort_values(
+        ["split", "reference", "depth", "row", "col"], key=lambda s: s.map(order) if s.name == "split" else s
+    )
+    return table.reset_index(drop=True)
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _layer_label(depth: float) -> str:
+    from somocloud.layers import DEPTH_BOUNDS, DEPTHS
+
+    k = int(np.argmin(np.abs(DEPTHS - depth)))
+    a, b = DEPTH_BOUNDS[k]
+    return f"{round(a * 100)}-{round(b * 100)}cm"
+
+
+def summarise(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Medians of every metric per split, reference and depth; `n_cells` counts cells with a finite r."""
+    out: list[dict[str, Any]] = []
+    for (split, reference, depth), group in table.groupby(["split", "reference", "depth"], sort=False):
+        record: dict[str, Any] = {
+            "split": split,
+            "reference": reference,
+            "depth": float(depth),
+            "layer": _layer_label(float(depth)),
+            "n_cells": int(np.isfinite(group["r"].to_numpy(dtype="float64")).sum()),
+            "n_cells_total": len(group),
+        }
+        for name in SUMMARY_METRICS:
+            values = group[name].to_numpy(dtype="float64")
+            values = values[np.isfinite(values)]
+            record[name] = _json_number(float(np.median(values))) if len(values) else None
+        out.append(record)
+    return out
+
+
+def format_summary(medians: list[dict[str, Any]]) -> str:
+    """A compact text table of the medians (for logs and the CLI)."""
+    head = f"{'split':8} {'reference':9} {'layer':8} {'cells':>5} {'r':>6} {'anom_r':>6} {'ubrmsd':>7}"
+    lines = [head]
+
+    def fmt(v: float | None, width: int, digits: int) -> str:
+        return f"{v:{width}.{digits}f}" if v is not None else f"{'-':>{width}}"
+
+    for m in medians:
+        lines.append(
+            f"{m['split']:8} {m['reference']:9} {m['layer']:8} {m['n_cells']:5d} "
+            f"{fmt(m['r'], 6, 3)} {fmt(m['anomaly_r'], 6, 3)} {fmt(m['ubrmsd'], 7, 4)}"
+        )
+    return "\n".join(lines)
+
+
+def _provenance(cfg: RunConfig, inputs: Mapping[str, str]) -> dict[str, Any]:
+    attrs = provenance.provenance_attrs(cfg, STEP, inputs)
+    # The JSON-string attributes are stored as objects here: summary.json is read by people.
+    for key in ("somocloud_config", "somocloud_inputs"):
+        attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+def evaluate(cfg: RunConfig, ctx: Context) -> dict[str, str]:
+    """Compute the skill table of the product at the split's cells and write metrics.csv and summary.json.
+
+    Returns `{"evaluation": <folder URL>}`."""
+    product_url, targets_url = cfg.store("product"), cfg.store("targets")
+    model_url, truth_url, out_url = cfg.store("model"), cfg.store("truth"), cfg.store("evaluation")
+    split = read_split(model_url)
+    product = stores.open_zarr(product_url)
+    if product.attrs.get("complete") is not True:
+        log.warning("evaluating %s, which is not marked complete: some tiles may still be NaN", product_url)
+    targets = stores.open_zarr(targets_url)
+    has_truth = stores.exists(stores.join(truth_url, "zarr.json"))
+    truth = stores.open_zarr(truth_url) if has_truth else None
+    inputs = {"product": product_url, "targets": targets_url, "model": model_url}
+    if has_truth:
+        inputs["truth"] = truth_url
+    if len(split["holdout"]) == 0:
+        log.warning("split.json of %s has no held-out cells: only in-sample skill is reported", model_url)
+    table = evaluate_product(
+        product, targets, truth, split, cfg.evaluate.min_overlap_days, cfg.evaluate.cells_per_batch, inputs
+    )
+    medians = summarise(table)
+    times = np.intersect1d(product["time"].values, targets["time"].values)
+    summary = {
+        "references": ["targets", "truth"] if has_truth else ["targets"],
+        "n_cells": {name: len(cells) for name, cells in split.items()},
+        "min_overlap_days": cfg.evaluate.min_overlap_days,
+        "period": {
+            "start": str(np.datetime_as_string(times[0], unit="D")),
+            "end": str(np.datetime_as_string(times[-1], unit="D")),
+        },
+        "rows": medians,
+        "provenance": _provenance(cfg, inputs),
+    }
+    stores.write_text(stores.join(out_url, "metrics.csv"), table.to_csv(index=False))
+    stores.write_json(stores.join(out_url, "summary.json"), summary)
+    log.info("skill of %s (medians over cells):\n%s", product_url, format_summary(medians))
+    return {"evaluation": out_url}

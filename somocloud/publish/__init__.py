@@ -1,0 +1,110 @@
+"""`publish`: the STAC Collection and the Intake catalog of a finished product.
+
+Refuses a product whose root attribute `complete` is not true. Writes `<stac>/collection.json`
+(validated offline against vendored schemas) and the Intake 2 catalog YAML at `stores.catalog`, then
+re-opens the catalog to check that every entry opens. Neither file holds storage options.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from somocloud import provenance, stores
+from somocloud.config import RunConfig
+from somocloud.context import Context
+from somocloud.layers import DEPTH_BOUNDS
+from somocloud.publish._hrefs import href_from, parent
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ProductNotCompleteError", "check_complete", "publish"]
+
+
+class ProductNotCompleteError(RuntimeError):
+    """The product store is not marked complete, so it must not be published."""
+
+
+def check_complete(product_url: str) -> dict[str, Any]:
+    """The product's root attributes, after checking that `complete` is true."""
+    if not stores.exists(stores.join(product_url, "zarr.json")):
+        raise FileNotFoundError(f"no product Zarr store at {product_url} (run `predict` first)")
+    attrs = stores.zarr_attrs(product_url)
+    if attrs.get("complete") is not True:
+        raise ProductNotCompleteError(
+            f"refusing to publish {product_url}: its root attribute 'complete' is "
+            f"{attrs.get('complete')!r}, not true; finish every `predict` task and its finalise step first"
+        )
+    return attrs
+
+
+def _side_links(cfg: RunConfig, stac_dir: str) -> list[Any]:
+    """Links from the collection to the Intake catalog, the model manifest and the evaluation summary."""
+    from somocloud.publish.stac import LinkSpec
+
+    links = [
+        LinkSpec("related", href_from(stac_dir, cfg.store("catalog")), "application/yaml", "Intake catalog")
+    ]
+    documents = [
+        (stores.join(cfg.store("model"), "manifest.json"), "Model artifact manifest"),
+        (stores.join(cfg.store("evaluation"), "summary.json"), "Evaluation summary (skill)"),
+    ]
+    for url, title in documents:
+        if stores.exists(url):
+            links.append(LinkSpec("related", href_from(stac_dir, url), "application/json", title))
+        else:
+            log.warning("%s not found at %s: the collection will not link it", title, url)
+    return links
+
+
+def _catalog_metadata(cfg: RunConfig, attrs: dict[str, Any], collection_href: str) -> dict[str, Any]:
+    from somocloud.publish.stac import METHOD_CITATION
+
+    metadata = {
+        "name": cfg.publish.collection_id,
+        "title": cfg.publish.title,
+        "description": cfg.publish.description,
+        "version": cfg.product_version,
+        "license": cfg.publish.license,
+        "citation": METHOD_CITATION,
+        "stac": collection_href,
+        "product_content_id": attrs.get(provenance.CONTENT_ID),
+        "model_content_id": attrs.get("model_content_id"),
+    }
+    return {k: v for k, v in metadata.items() if v is not None}
+
+
+def publish(cfg: RunConfig, ctx: Context) -> dict[str, str]:
+    """Write the STAC Collection and the Intake catalog of the complete product.
+
+    Returns `{"stac": <collection.json URL>, "catalog": <catalog URL>}`."""
+    from somocloud.publish import intake_catalog, stac
+
+    product_url = cfg.store("product")
+    attrs = check_complete(product_url)
+    ds = stores.open_zarr(product_url)
+    stac_dir = cfg.store("stac")
+    collection_url = stores.join(stac_dir, "collection.json")
+    catalog_url = cfg.store("catalog")
+    public = cfg.publish.public_href
+
+    collection = stac.build_collection(
+        cfg, ds, public or href_from(stac_dir, product_url), _side_links(cfg, stac_dir)
+    )
+    stac.write_collection(collection, collection_url)
+    log.info("wrote STAC collection %s (validated offline)", collection_url)
+
+    bounds = ds["depth_bnds"].values.tolist() if "depth_bnds" in ds else DEPTH_BOUNDS.tolist()
+    cat = intake_catalog.build_catalog(
+        public or intake_catalog.catalog_product_url(catalog_url, product_url),
+        [float(d) for d in ds["depth"].values],
+        bounds,
+        _catalog_metadata(cfg, attrs, href_from(parent(catalog_url), collection_url)),
+        {"units": str(ds["soil_moisture"].attrs.get("units", "m3 m-3"))},
+    )
+    intake_catalog.write_catalog(cat, catalog_url)
+    names = [intake_catalog.WHOLE_ENTRY] + [intake_catalog.layer_entry_name(a, b) for a, b in bounds]
+    if public is None:  # a public URL may not be reachable from here; the stores are
+        intake_catalog.check_catalog(catalog_url, names)
+    log.info("wrote Intake catalog %s with entries %s", catalog_url, ", ".join(names))
+    return {"stac": collection_url, "catalog": catalog_url}

@@ -1,0 +1,733 @@
+"""The `train` step: forcing + statics + targets → the `model` artifact (EA-LSTM members per layer).
+
+What it does, in order:
+
+1. Split: the cells with any finite target are shuffled with `cfg.seed`; `train.holdout_fraction` of
+   them are held out for `evaluate` (`split.json`) and never read again here: their forcing, statics and
+   targets play no part in scalers or weights.
+2. Inputs: only the training cells' pixels are read from the forcing cube (one vectorised point
+   selection), for the training days plus the `seq_length - 1` days before them, and held once in memory
+   as (cells, time, features). A sample is (cell, day) with a finite target, a fully finite input window
+   of `seq_length` days ending that day and finite statics; windows are gathered by index per batch.
+3. Standardisation: one global mean/std per input name (training cells and days only), one target
+   mean/std per layer (SoMo.ml's global z-scoring).
+4. Loss NSE*: mean over the batch of (ŷ − y)² / (s_c + ε)², y and ŷ standardised, s_c the std of the raw
+   target (m3 m-3) at the sample's cell over the training period. ε (`train.nse_epsilon`) is in the
+   target's unit: in-situ daily stds are about 0.02-0.10 m3 m-3, so ε = 0.005 keeps the weights of quiet
+   and lively cells apart (about 18x between s = 0.02 and 0.10) while bounding the weight of a near-constant
+   series; neuralhydrology's ε = 0.1 (made for discharge in mm/day) would flatten that to about 2.8x.
+5. Members: `train.n_members` per layer, each an independent Dask task with seed
+   `train.seed + 1000 * layer + member` (layer 1-based); Adam, gradient-norm clipping, a random subset of
+   at most `train.max_windows_per_epoch` windows per epoch, and a validation loss per epoch on the windows
+   of `train.validation_fraction` of the training cells (not fitted).
+
+The same config and seed give bit-identical weights on CPU: every random draw is seeded, torch runs with
+deterministic algorithms, and the training tasks of one worker process run one at a time (torch's RNG
+and thread pool are per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from somocloud import provenance, stores
+from somocloud.config import RunConfig
+from somocloud.context import Context
+from somocloud.grid import Grid
+from somocloud.layers import DEPTHS, DYNAMIC_INPUTS, N_LAYERS, STATIC_INPUTS
+from somocloud.model.artifact import LayerCard, ModelCard, save_artifact
+from somocloud.model.features import Scaler, stack_inputs
+
+log = logging.getLogger(__name__)
+
+STEP = "train"
+SEED_LAYER_STRIDE = 1000
+"""Member m of layer k trains with seed `train.seed + SEED_LAYER_STRIDE * k + m`."""
+TARGET_VARIABLE = "soil_moisture"
+
+# Training tasks of one worker process run one at a time: torch's global RNG (initialisation, dropout) and
+# its thread pool are per process, so concurrent tasks in one process would not be reproducible.
+_TORCH_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Split and sample selection (pure numpy)
+
+
+def split_cells(cells: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a share of cells, deterministically.
+
+    Args:
+        cells: (n, 2) int array of [row, col], one row per cell with any target.
+        fraction: Share to hold out; at least one cell when > 0 and there are two cells or more, and
+            never all of them.
+        seed: Seed of the shuffle (`cfg.seed`).
+
+    Returns:
+        (train, holdout) as (n_train, 2) and (n_holdout, 2) arrays, each sorted by row then column.
+    """
+    cells = _sorted_cells(np.asarray(cells, dtype="int64").reshape(-1, 2))
+    n = len(cells)
+    n_hold = 0
+    if fraction > 0 and n >= 2:
+        n_hold = min(max(round(fraction * n), 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    hold = np.zeros(n, dtype=bool)
+    hold[order[:n_hold]] = True
+    return cells[~hold], cells[hold]
+
+
+def _sorted_cells(cells: np.ndarray) -> np.ndarray:
+    return cells[np.lexsort((cells[:, 1], cells[:, 0]))] if len(cells) else cells
+
+
+def pick_validation(n_cells: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask over the training cells marking the validation cells (none when fraction is 0 or
+    there are fewer than two cells; else at least one and never all)."""
+    mask = np.zeros(n_cells, dtype=bool)
+    if fraction > 0 and n_cells >= 2:
+        n_val = min(max(round(fraction * n_cells), 1), n_cells - 1)
+        mask[np.random.default_rng([seed, 1]).permutation(n_cells)[:n_val]] = True
+    return mask
+
+
+def valid_window_ends(finite: np.ndarray, seq_length: int) -> np.ndarray:
+    """Which windows of `seq_length` steps are entirely finite.
+
+    Args:
+        finite: (cells, steps) bool, True where every input of that step is finite.
+        seq_length: Window length.
+
+    Returns:
+        (cells, steps - seq_length + 1) bool; entry j covers steps j .. j + seq_length - 1.
+    """
+    bad = np.concatenate([np.zeros((finite.shape[0], 1), dtype="int64"), np.cumsum(~finite, axis=1)], axis=1)
+    return np.asarray((bad[:, seq_length:] - bad[:, : bad.shape[1] - seq_length]) == 0)
+
+
+def gather_windows(
+    x_dyn: np.ndarray, x_stat: np.ndarray, cells: np.ndarray, days: np.ndarray, seq_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The input windows of samples (cell index, training-day index), gathered from the arrays.
+
+    `x_dyn` (cells, days + seq_length - 1, n_dyn) starts `seq_length - 1` days before the first training
+    day, so the window of training day j is rows j .. j + seq_length - 1. Returns (batch, seq_length,
+    n_dyn) and (batch, n_stat) copies."""
+    steps = days[:, None] + np.arange(seq_length)[None, :]
+    return x_dyn[cells[:, None], steps], x_stat[cells]
+
+
+def nse_star_loss(y_hat: Any, y: Any, cell_std: Any, epsilon: float) -> Any:
+    """NSE* (Kratzert et al. 2019): mean of (ŷ − y)² / (s_c + ε)² over the batch (torch tensors).
+
+    y, ŷ are standardised; `cell_std` s_c and ε are in the raw target unit (m3 m-3)."""
+    return (((y_hat - y) / (cell_std + epsilon)) ** 2).mean()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data handed to the training tasks
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Hyper-parameters of one member's training (plain values, shipped to the workers)."""
+
+    n_dynamic: int
+    n_static: int
+    hidden_size: int
+    dropout: float
+    initial_forget_bias: float
+    seq_length: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    max_windows_per_epoch: int | None
+    grad_clip: float
+    nse_epsilon: float
+    threads: int
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> Settings:
+        m, t = cfg.model, cfg.train
+        return cls(
+            n_dynamic=len(DYNAMIC_INPUTS),
+            n_static=len(STATIC_INPUTS),
+            hidden_size=m.hidden_size,
+            dropout=m.dropout,
+            initial_forget_bias=m.initial_forget_bias,
+            seq_length=m.seq_length,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            max_windows_per_epoch=t.max_windows_per_epoch,
+            grad_clip=t.grad_clip,
+            nse_epsilon=t.nse_epsilon,
+            threads=t.threads or 1,
+        )
+
+
+@dataclass
+class LayerData:
+    """One layer's targets and samples over the training cells (numpy only).
+
+    Attributes:
+        y: (cells, days) standardised target, NaN where missing.
+        cell_std: (cells,) std of the raw target per cell over the training period (m3 m-3).
+        fit_cells, fit_days: Indexes of the fitted samples (cell, training day).
+        val_cells, val_days: Indexes of the validation samples (a fixed subset, capped like an epoch).
+    """
+
+    y: np.ndarray
+    cell_std: np.ndarray
+    fit_cells: np.ndarray
+    fit_days: np.ndarray
+    val_cells: np.ndarray
+    val_days: np.ndarray
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """Which member a task trains."""
+
+    layer: int
+    """1-based layer."""
+    member: int
+    seed: int
+
+
+@dataclass
+class MemberResult:
+    """What a training task returns: the weights and its losses per epoch."""
+
+    spec: MemberSpec
+    state: dict[str, Any]
+    train_loss: list[float]
+    val_loss: list[float | None]
+    val_loss_initial: float | None
+    n_fit: int
+    n_val: int
+
+    def __repr__(self) -> str:  # the progress log prints results; keep tensors out of it
+        last = self.train_loss[-1] if self.train_loss else float("nan")
+        return f"MemberResult(layer={self.spec.layer}, member={self.spec.member}, train_loss={last:.4g})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training task
+
+
+def _mean_loss(net: Any, data: LayerData, x_dyn: np.ndarray, x_stat: np.ndarray, s: Settings) -> float | None:
+    """Mean NSE* over the validation windows in eval mode, or None without any."""
+    import torch
+
+    n = len(data.val_cells)
+    if n == 0:
+        return None
+    net.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i0 in range(0, n, s.batch_size):
+            c, d = data.val_cells[i0 : i0 + s.batch_size], data.val_days[i0 : i0 + s.batch_size]
+            xd, xs = gather_windows(x_dyn, x_stat, c, d, s.seq_length)
+            loss = nse_star_loss(
+                net(torch.from_numpy(xd), torch.from_numpy(xs)),
+                torch.from_numpy(data.y[c, d]),
+                torch.from_numpy(data.cell_std[c]),
+                s.nse_epsilon,
+            )
+            total += float(loss) * len(c)
+    return total / n
+
+
+def train_member(
+    spec: MemberSpec, data: LayerData, x_dyn: np.ndarray, x_stat: np.ndarray, settings: Settings
+) -> MemberResult:
+    """Train one EA-LSTM member on CPU (a Dask task): Adam, gradient-norm clip, NSE* loss.
+
+    Args:
+        spec: Layer, member and seed.
+        data: The layer's standardised targets, cell stds and sample indexes.
+        x_dyn: (cells, days + seq_length - 1, n_dyn) standardised dynamic inputs of the training cells.
+        x_stat: (cells, n_stat) standardised statics of the training cells.
+        settings: Hyper-parameters.
+
+    Raises:
+        FloatingPointError: The loss became non-finite.
+    """
+    import torch
+
+    from somocloud.model.ealstm import EALSTM
+
+    s = settings
+    with _TORCH_LOCK:
+        torch.set_num_threads(s.threads)
+        torch.manual_seed(spec.seed)
+        torch.use_deterministic_algorithms(True)
+        rng = np.random.default_rng(spec.seed)
+        net = EALSTM(s.n_dynamic, s.n_static, s.hidden_size, s.dropout, s.initial_forget_bias)
+        optimiser = torch.optim.Adam(net.parameters(), lr=s.learning_rate)
+        n_fit = len(data.fit_cells)
+        per_epoch = min(n_fit, s.max_windows_per_epoch or n_fit)
+        val_initial = _mean_loss(net, data, x_dyn, x_stat, s)
+        train_loss: list[float] = []
+        val_loss: list[float | None] = []
+        for epoch in range(s.epochs):
+            net.train()
+            order = rng.permutation(n_fit)[:per_epoch]
+            total = 0.0
+            for i0 in range(0, per_epoch, s.batch_size):
+                idx = order[i0 : i0 + s.batch_size]
+                c, d = data.fit_cells[idx], data.fit_days[idx]
+                xd, xs = gather_windows(x_dyn, x_stat, c, d, s.seq_length)
+                optimiser.zero_grad()
+                loss = nse_star_loss(
+                    net(torch.from_numpy(xd), torch.from_numpy(xs)),
+                    torch.from_numpy(data.y[c, d]),
+                    torch.from_numpy(data.cell_std[c]),
+                    s.nse_epsilon,
+                )
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"layer {spec.layer} member {spec.member}: non-finite NSE* loss in epoch {epoch + 1}"
+                    )
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), s.grad_clip)
+                optimiser.step()
+                total += float(loss.detach()) * len(idx)
+            train_loss.append(total / per_epoch)
+            val_loss.append(_mean_loss(net, data, x_dyn, x_stat, s))
+            log.debug(
+                "layer %d member %d epoch %d: %s / %s",
+                spec.layer,
+                spec.member,
+                epoch + 1,
+                train_loss[-1],
+                val_loss[-1],
+            )
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return MemberResult(spec, state, train_loss, val_loss, val_initial, n_fit, len(data.val_cells))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading the inputs
+
+
+def train_period(cfg: RunConfig) -> tuple[dt.date, dt.date]:
+    """The training days: `period.train_start/end`, defaulting to `period.start/end`."""
+    p = cfg.period
+    start, end = p.train_start or p.start, p.train_end or p.end
+    if start < p.start or end > p.end or end < start:
+        raise ValueError(
+            f"period.train_start..train_end ({start}..{end}) must be a non-empty range inside "
+            f"period.start..period.end ({p.start}..{p.end})"
+        )
+    return start, end
+
+
+def _days(start: dt.date, end: dt.date) -> np.ndarray:
+    return np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1).astype("datetime64[ns]")
+
+
+def _select_days(ds: xr.Dataset, url: str, start: dt.date, end: dt.date) -> xr.Dataset:
+    """`ds` on exactly the days start..end, or a clear error naming the store and the first missing day."""
+    if "time" not in ds.coords:
+        raise ValueError(f"{url}: no `time` coordinate")
+    want = _days(start, end)
+    sub = ds.sel(time=slice(want[0], want[-1]))
+    have = sub["time"].values.astype("datetime64[ns]")
+    if have.shape != want.shape or not np.array_equal(have, want):
+        missing = np.setdiff1d(want, have)
+        first = str(missing[0])[:10] if missing.size else "(irregular or duplicate days)"
+        raise ValueError(f"{url}: `time` must cover every day {start}..{end}; first missing day {first}")
+    return sub
+
+
+def _check_grid(ds: xr.Dataset, url: str, grid: Grid) -> None:
+    for name, want in (("lat", grid.lat), ("lon", grid.lon)):
+        if name not in ds.coords:
+            raise ValueError(f"{url}: no `{name}` coordinate")
+        have = ds[name].values
+        if have.shape != want.shape or not np.allclose(have, want, atol=1e-6):
+            raise ValueError(
+                f"{url}: `{name}` does not match the run grid ({want.size} cells from {want[0]})"
+            )
+
+
+def _require(ds: xr.Dataset, url: str, names: list[str], dims: set[str]) -> None:
+    for name in names:
+        if name not in ds.data_vars:
+            raise ValueError(f"{url}: variable `{name}` is missing (have {sorted(map(str, ds.data_vars))})")
+        if set(map(str, ds[name].dims)) != dims:
+            raise ValueError(f"{url}: variable `{name}` has dims {ds[name].dims}, expected {sorted(dims)}")
+
+
+@dataclass
+class Targets:
+    """The targets store's cells and values.
+
+    Attributes:
+        cells: (n, 2) [row, col] of every cell in the store.
+        values: (n, days, layers) raw soil moisture over the training period (m3 m-3).
+        any_target: (n,) True where the cell has any finite target in the whole store.
+    """
+
+    cells: np.ndarray
+    values: np.ndarray
+    any_target: np.ndarray
+
+
+def read_targets(url: str, grid: Grid, start: dt.date, end: dt.date) -> Targets:
+    """Read the `targets` store (cell, time, depth) and check it against the grid and the layers."""
+    ds = stores.open_zarr(url, chunks=None)
+    _require(ds, url, [TARGET_VARIABLE], {"cell", "time", "depth"})
+    for name in ("row", "col"):
+        if name not in ds.coords or ds[name].dims != ("cell",):
+            raise ValueError(f"{url}: per-cell coordinate `{name}` (dim `cell`) is missing")
+    depth = ds["depth"].values if "depth" in ds.coords else np.array([])
+    if depth.shape != DEPTHS.shape or not np.allclose(depth, DEPTHS):
+        raise ValueError(f"{url}: `depth` is {depth.tolist()}, expected {DEPTHS.tolist()}")
+    cells = np.stack([ds["row"].values, ds["col"].values], axis=1).astype("int64")
+    outside = (cells[:, 0] < 0) | (cells[:, 0] >= grid.nlat) | (cells[:, 1] < 0) | (cells[:, 1] >= grid.nlon)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ValueError(f"{url}: cell {i} has row/col {cells[i].tolist()} outside the {grid.shape} run grid")
+    if len(np.unique(cells, axis=0)) != len(cells):
+        raise ValueError(f"{url}: the same (row, col) appears in more than one cell")
+    sm = ds[TARGET_VARIABLE].transpose("cell", "time", "depth").load()
+    any_target = np.isfinite(sm.values).any(axis=(1, 2))
+    values = _select_days(sm.to_dataset(), url, start, end)[TARGET_VARIABLE].values.astype("float32")
+    return Targets(cells, values, any_target)
+
+
+def read_pixels(
+    url: str,
+    names: list[str],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    grid: Grid,
+    days: tuple[dt.date, dt.date] | None = None,
+) -> dict[str, np.ndarray]:
+    """Variables at the given pixels only (one vectorised point selection): (cell, time) or (cell,).
+
+    Args:
+        url: A grid store: dims (time, lat, lon) when `days` is given, else (lat, lon).
+        names: Variables to read.
+        rows, cols: Grid indexes of the pixels.
+        grid: The run grid (the store's lat/lon are checked against it).
+        days: First and last day to read, all of which must be present.
+    """
+    ds = stores.open_zarr(url)
+    _require(ds, url, names, {"time", "lat", "lon"} if days else {"lat", "lon"})
+    _check_grid(ds, url, grid)
+    sub = ds[names]
+    if days is not None:
+        sub = _select_days(sub, url, *days)
+    point = {"lat": xr.DataArray(rows, dims="cell"), "lon": xr.DataArray(cols, dims="cell")}
+    # The threaded scheduler reads in this process (which holds the storage options), not on the cluster.
+    picked = sub.isel(point).compute(scheduler="threads")
+    order = ("cell", "time") if days else ("cell",)
+    return {n: picked[n].transpose(*order).values.astype("float32") for n in names}
+
+
+def _forcing_variables(names: tuple[str, ...]) -> list[str]:
+    """The forcing variables behind the model's dynamic inputs (`log_tp` is made from `tp`)."""
+    return list(dict.fromkeys("tp" if n == "log_tp" else n for n in names))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The step
+
+
+@dataclass
+class Prepared:
+    """Everything the training tasks need, built on the client."""
+
+    train_cells: np.ndarray
+    holdout_cells: np.ndarray
+    validation: np.ndarray
+    x_dyn: np.ndarray
+    x_stat: np.ndarray
+    scaler: Scaler
+    layers: list[LayerData]
+    target_mean: list[float]
+    target_std: list[float]
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _layer_data(
+    raw: np.ndarray,
+    ok_window: np.ndarray,
+    ok_static: np.ndarray,
+    validation: np.ndarray,
+    mean: float,
+    std: float,
+    cap: int | None,
+    seed: int,
+) -> tuple[LayerData, dict[str, Any]]:
+    """Samples and standardised targets of one layer; `raw` is (cells, days) in m3 m-3."""
+    valid = np.isfinite(raw) & ok_window & ok_static[:, None]
+    cells, days = np.nonzero(valid)
+    is_val = validation[cells]
+    val_cells, val_days = cells[is_val], days[is_val]
+    if cap is not None and len(val_cells) > cap:  # a fixed subset, the same for every member and epoch
+        keep = np.sort(np.random.default_rng([seed, 2]).permutation(len(val_cells))[:cap])
+        val_cells, val_days = val_cells[keep], val_days[keep]
+    with np.errstate(invalid="ignore"), _quiet():
+        cell_std = np.nanstd(raw.astype("float64"), axis=1)
+    data = LayerData(
+        y=((raw - mean) / std).astype("float32"),
+        cell_std=np.nan_to_num(cell_std, nan=0.0).astype("float32"),
+        fit_cells=cells[~is_val],
+        fit_days=days[~is_val],
+        val_cells=val_cells,
+        val_days=val_days,
+    )
+    summary = {
+        "windows": len(cells),
+        "fit_windows": int((~is_val).sum()),
+        "val_windows": len(val_cells),
+        "cells": len(np.unique(cells)),
+    }
+    return data, summary
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence numpy's all-NaN RuntimeWarnings (cells without data give NaN, handled by the callers)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Split the cells, read the training cells' inputs and targets, fit the scalers, build samples."""
+    grid = Grid.from_config(cfg.grid)
+    start, end = train_period(cfg)
+    seq = cfg.model.seq_length
+    t_url, f_url, s_url = cfg.store("targets"), cfg.store("forcing"), cfg.store("statics")
+
+    targets = read_targets(t_url, grid, start, end)
+    if not targets.any_target.any():
+        raise ValueError(f"{t_url}: `{TARGET_VARIABLE}` has no finite value, nothing to train on")
+    train_cells, holdout_cells = split_cells(
+        targets.cells[targets.any_target], cfg.train.holdout_fraction, cfg.seed
+    )
+    # Rows of the targets store for the training cells, in the split's order.
+    index = {(int(r), int(c)): i for i, (r, c) in enumerate(targets.cells)}
+    rows_in_store = np.array([index[(int(r), int(c))] for r, c in train_cells], dtype="int64")
+    y_raw = targets.values[rows_in_store]  # (cells, days, layers); held-out cells dropped here
+    rows, cols = train_cells[:, 0], train_cells[:, 1]
+
+    forcing = read_pixels(
+        f_url,
+        _forcing_variables(DYNAMIC_INPUTS),
+        rows,
+        cols,
+        grid,
+        days=(start - dt.timedelta(days=seq - 1), end),
+    )
+    statics = read_pixels(s_url, list(STATIC_INPUTS), rows, cols, grid)
+    dyn_raw = stack_inputs(forcing, DYNAMIC_INPUTS)  # (cells, days + seq - 1, n_dyn)
+    stat_raw = stack_inputs(statics, STATIC_INPUTS)  # (cells, n_stat)
+
+    with _quiet():
+        scaler = Scaler.fit(
+            {n: dyn_raw[..., i] for i, n in enumerate(DYNAMIC_INPUTS)}
+            | {n: stat_raw[:, i] for i, n in enumerate(STATIC_INPUTS)}
+        )
+    x_dyn = scaler.apply(dyn_raw, DYNAMIC_INPUTS)
+    x_stat = scaler.apply(stat_raw, STATIC_INPUTS)
+    ok_window = valid_window_ends(np.isfinite(dyn_raw).all(axis=2), seq)
+    ok_static = np.isfinite(stat_raw).all(axis=1)
+    validation = pick_validation(len(train_cells), cfg.train.validation_fraction, cfg.seed)
+
+    layers, means, stds, summary = [], [], [], []
+    for k in range(N_LAYERS):
+        raw = y_raw[:, :, k]
+        if not np.isfinite(raw).any():
+            raise ValueError(
+                f"{t_url}: layer {k + 1} (depth {DEPTHS[k]} m) has no finite target at a training cell"
+            )
+        mean = float(np.nanmean(raw.astype("float64")))
+        std = float(np.nanstd(raw.astype("float64")))
+        std = std if std > 0 and np.isfinite(std) else 1.0  # a constant target stays finite
+        data, info = _layer_data(
+            raw, ok_window, ok_static, validation, mean, std, cfg.train.max_windows_per_epoch, cfg.seed
+        )
+        if len(data.fit_cells) == 0:
+            raise ValueError(
+                f"{t_url}: layer {k + 1} (depth {DEPTHS[k]} m) has no training window: no training cell has a "
+                f"finite target together with a finite {seq}-day window in {f_url} and finite statics in {s_url}"
+            )
+        layers.append(data)
+        means.append(mean)
+        stds.append(std)
+        summary.append(info)
+    return Prepared(
+        train_cells, holdout_cells, validation, x_dyn, x_stat, scaler, layers, means, stds, summary
+    )
+
+
+def member_specs(cfg: RunConfig) -> list[MemberSpec]:
+    """Every (layer, member) task with its seed."""
+    return [
+        MemberSpec(k, m, cfg.train.seed + SEED_LAYER_STRIDE * k + m)
+        for k in range(1, N_LAYERS + 1)
+        for m in range(cfg.train.n_members)
+    ]
+
+
+def run_members(cfg: RunConfig, ctx: Context, prep: Prepared) -> list[MemberResult]:
+    """Train every (layer, member) as an independent Dask task; results in spec order."""
+    from somocloud.progress import track
+
+    client = ctx.dask(cfg.cluster)
+    specs = member_specs(cfg)
+    settings = Settings.from_config(cfg)
+    # The big arrays travel once to every worker, not once per task.
+    x_dyn = client.scatter(prep.x_dyn, broadcast=True)
+    x_stat = client.scatter(prep.x_stat, broadcast=True)
+    layer_data = client.scatter(prep.layers, broadcast=True)
+    futures = client.map(
+        train_member,
+        specs,
+        [layer_data[s.layer - 1] for s in specs],
+        x_dyn=x_dyn,
+        x_stat=x_stat,
+        settings=settings,
+        pure=False,
+    )
+    done = track(futures, STEP, show=ctx.show_progress)
+    by_spec = {r.spec: r for r in done}
+    return [by_spec[s] for s in specs]
+
+
+def _prepare_output(url: str) -> None:
+    """Clear a previous artifact at `url` (so no stale member files remain); refuse to clear anything else."""
+    if not stores.exists(url):
+        return
+    is_artifact = stores.exists(stores.join(url, "manifest.json")) or stores.exists(
+        stores.join(url, "model.json")
+    )
+    if is_artifact:
+        stores.remove(url)
+    elif stores.list_files(url):
+        raise FileExistsError(
+            f"model store {url} exists and is not a model artifact; refusing to overwrite it"
+        )
+
+
+def _metrics(cfg: RunConfig, prep: Prepared, results: list[MemberResult]) -> dict[str, Any]:
+    layers: dict[str, Any] = {}
+    for k in range(1, N_LAYERS + 1):
+        members = {
+            str(r.spec.member): {
+                "seed": r.spec.seed,
+                "train_loss": r.train_loss,
+                "val_loss": r.val_loss,
+                "val_loss_initial": r.val_loss_initial,
+            }
+            for r in results
+            if r.spec.layer == k
+        }
+        layers[str(k)] = {
+            "depth": float(DEPTHS[k - 1]),
+            **prep.summary[k - 1],
+            "target_mean": prep.target_mean[k - 1],
+            "target_std": prep.target_std[k - 1],
+            "members": members,
+        }
+    return {
+        "loss": "nse_star",
+        "nse_epsilon": cfg.train.nse_epsilon,
+        "epochs": cfg.train.epochs,
+        "validation_cells": prep.train_cells[prep.validation].tolist(),
+        "layers": layers,
+    }
+
+
+def train(cfg: RunConfig, ctx: Context) -> dict[str, str]:
+    """The `train` step: write the model artifact to `cfg.store("model")`.
+
+    Returns:
+        {"model": url}.
+    """
+    if ctx.parts is not None:
+        log.warning("train: --parts is ignored; the artifact needs every member, all are trained")
+    url = cfg.store("model")
+    inputs = {name: cfg.store(name) for name in ("forcing", "statics", "targets")}
+    prep = prepare(cfg)
+    log.info(
+        "train: %d training cells (%d for validation), %d held out; windows per layer %s",
+        len(prep.train_cells),
+        int(prep.validation.sum()),
+        len(prep.holdout_cells),
+        [s["windows"] for s in prep.summary],
+    )
+    results = run_members(cfg, ctx, prep)
+
+    layer_cards = []
+    weights: dict[str, dict[str, Any]] = {}
+    for k in range(1, N_LAYERS + 1):
+        mine = [r for r in results if r.spec.layer == k]
+        files = [f"layer{k}/member{r.spec.member}.pt" for r in mine]
+        weights.update({f: r.state for f, r in zip(files, mine, strict=True)})
+        layer_cards.append(
+            LayerCard(
+                depth=float(DEPTHS[k - 1]),
+                dynamic_inputs=list(DYNAMIC_INPUTS),
+                static_inputs=list(STATIC_INPUTS),
+                target_mean=prep.target_mean[k - 1],
+                target_std=prep.target_std[k - 1],
+                members=files,
+                seeds=[r.spec.seed for r in mine],
+            )
+        )
+    card = ModelCard(
+        hidden_size=cfg.model.hidden_size,
+        dropout=cfg.model.dropout,
+        seq_length=cfg.model.seq_length,
+        initial_forget_bias=cfg.model.initial_forget_bias,
+        inference_mode=cfg.predict.mode,
+        input_scaler=prep.scaler.to_dict(),
+        layers=layer_cards,
+    )
+    split = {"train_cells": prep.train_cells.tolist(), "holdout_cells": prep.holdout_cells.tolist()}
+    _prepare_output(url)
+    content_id = save_artifact(
+        url,
+        card,
+        weights,
+        documents={
+            "config.json": cfg.resolved(),
+            "split.json": split,
+            "metrics.json": _metrics(cfg, prep, results),
+            "provenance.json": provenance.provenance_attrs(cfg, STEP, inputs),
+        },
+    )
+    for k in range(1, N_LAYERS + 1):
+        final = [r.train_loss[-1] for r in results if r.spec.layer == k]
+        val = [r.val_loss[-1] for r in results if r.spec.layer == k]
+        log.info(
+            "train: layer %d: %d windows, final train NSE* %s, validation NSE* %s",
+            k,
+            prep.summary[k - 1]["windows"],
+            _fmt(final),
+            _fmt(val),
+        )
+    log.info("train: wrote model artifact %s (content id %s)", url, content_id)
+    return {"model": url}
+
+
+def _fmt(values: Sequence[float | None]) -> str:
+    return "[" + ", ".join("-" if v is None else f"{v:.4g}" for v in values) + "]"

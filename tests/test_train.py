@@ -1,0 +1,335 @@
+"""The `train` step on a tiny hand-built world: a 4x5 grid, 200 days, targets made from lagged rain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from somocloud import stores
+from somocloud.config import GridConfig, RunConfig, config_from_dict
+from somocloud.context import Context
+from somocloud.grid import Grid
+from somocloud.layers import DEPTHS, DYNAMIC_INPUTS, FORCING_VARIABLES, STATIC_INPUTS
+from somocloud.model.artifact import load_artifact, read_manifest
+from somocloud.train import (
+    LayerData,
+    MemberSpec,
+    Settings,
+    gather_windows,
+    nse_star_loss,
+    split_cells,
+    train,
+    train_member,
+    valid_window_ends,
+)
+
+START = dt.date(2020, 1, 1)
+N_DAYS = 200
+SEQ = 20
+GRID = {"resolution": 1.0, "lat_min": 0.0, "lat_max": 4.0, "lon_min": 0.0, "lon_max": 5.0}
+# Cells (row, col) of the targets store; the last one has no finite target at all.
+TARGET_CELLS = [(0, 0), (0, 2), (0, 4), (1, 1), (1, 3), (2, 0), (2, 2), (2, 4), (3, 1), (3, 3), (3, 4)]
+MEMORY_DAYS = (2.0, 4.0, 8.0)  # e-folding memory of each layer's response to rain
+
+
+def make_config(world: Path, run: Path, **train: Any) -> RunConfig:
+    """A run config reading the world's stores under `world` and writing under `run`."""
+    return config_from_dict(
+        {
+            "seed": 3,
+            "grid": GRID,
+            "period": {"start": START, "end": START + dt.timedelta(days=N_DAYS - 1)},
+            "stores": {
+                "root": str(run),
+                "forcing": str(world / "forcing.zarr"),
+                "statics": str(world / "statics.zarr"),
+                "targets": str(world / "targets.zarr"),
+            },
+            "model": {"hidden_size": 8, "dropout": 0.0, "seq_length": SEQ},
+            "train": {
+                "epochs": 2,
+                "batch_size": 32,
+                "learning_rate": 0.01,
+                "max_windows_per_epoch": 256,
+                "n_members": 1,
+                "holdout_fraction": 0.2,
+                "validation_fraction": 0.1,
+            }
+            | train,
+        }
+    )
+
+
+def world_arrays(seed: int = 0) -> dict[str, Any]:
+    """Forcing (time, lat, lon) from lookback_start, statics (lat, lon), targets (cell, time, depth)."""
+    rng = np.random.default_rng(seed)
+    grid = Grid.from_config(GridConfig(**GRID))
+    n_time = N_DAYS + SEQ - 1
+    shape = (n_time, *grid.shape)
+    day = np.arange(n_time)[:, None, None]
+    tp = (rng.gamma(0.6, 8.0, shape) * (rng.random(shape) < 0.35)).astype("float32")
+    forcing = {
+        "t2m": 285 + 8 * np.sin(2 * np.pi * day / 365) + rng.normal(0, 2, shape),
+        "tp": tp,
+        "q": 0.008 + 0.001 * rng.normal(0, 1, shape),
+        "snr": 8 + 3 * rng.random(shape),
+        "ssrd": 15 + 5 * rng.random(shape),
+        "skt": 286 + 8 * np.sin(2 * np.pi * day / 365) + rng.normal(0, 2, shape),
+    }
+    statics = {name: rng.random(grid.shape) for name in STATIC_INPUTS}
+    statics["veg_type"] = rng.integers(1, 18, grid.shape).astype("float64")
+    # Target of layer k: exponentially weighted log1p(rain) of the last SEQ days (so one window sees all
+    # of it) plus noise; about 0.1-0.3 m3 m-3.
+    log_rain = np.log1p(tp)
+    sm = np.full((len(TARGET_CELLS), N_DAYS, len(DEPTHS)), np.nan, dtype="float32")
+    for k, memory in enumerate(MEMORY_DAYS):
+        w = np.exp(-np.arange(SEQ) / memory)
+        w /= w.sum()
+        for i, (r, c) in enumerate(TARGET_CELLS):
+            response = np.convolve(log_rain[:, r, c], w)[:n_time][SEQ - 1 :]  # sum_l w_l rain[t - l]
+            sm[i, :, k] = 0.1 + 0.08 * response + rng.normal(0, 0.003, N_DAYS)
+    sm[rng.random(sm.shape) < 0.1] = np.nan  # gaps
+    sm[-1] = np.nan  # a cell without any target: neither a training nor a held-out cell
+    return {"forcing": forcing, "statics": statics, "sm": sm, "grid": grid}
+
+
+def write_world(cfg: RunConfig, arrays: dict[str, Any]) -> None:
+    grid: Grid = arrays["grid"]
+    time = np.arange(np.datetime64(cfg.lookback_start), np.datetime64(cfg.period.end) + 1).astype(
+        "datetime64[ns]"
+    )
+    forcing = xr.Dataset(
+        {n: (("time", "lat", "lon"), np.asarray(v, dtype="float32")) for n, v in arrays["forcing"].items()},
+        coords={"time": time, **grid.coords()},
+    ).chunk({"time": -1, "lat": 2, "lon": 2})
+    stores.write_zarr(forcing, cfg.store("forcing"))
+    statics = xr.Dataset(
+        {n: (("lat", "lon"), np.asarray(v, dtype="float32")) for n, v in arrays["statics"].items()}
+        | {"land_mask": (("lat", "lon"), np.ones(grid.shape, dtype=bool))},
+        coords=grid.coords(),
+    )
+    stores.write_zarr(statics, cfg.store("statics"))
+    rows = np.array([r for r, _ in TARGET_CELLS])
+    cols = np.array([c for _, c in TARGET_CELLS])
+    targets = xr.Dataset(
+        {"soil_moisture": (("cell", "time", "depth"), arrays["sm"])},
+        coords={
+            "time": time[SEQ - 1 :],
+            "depth": DEPTHS,
+            "row": ("cell", rows),
+            "col": ("cell", cols),
+            "lat": ("cell", grid.lat[rows]),
+            "lon": ("cell", grid.lon[cols]),
+        },
+    )
+    stores.write_zarr(targets, cfg.store("targets"))
+
+
+@pytest.fixture(scope="module")
+def client() -> Any:
+    from distributed import Client
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("train")
+    arrays = world_arrays()
+    write_world(make_config(base / "world", base / "unused"), arrays)
+    return {"base": base, "arrays": arrays}
+
+
+@pytest.fixture(scope="module")
+def first_run(world: dict[str, Any], client: Any) -> RunConfig:
+    cfg = make_config(world["base"] / "world", world["base"] / "run-a")
+    assert train(cfg, Context(client=client, show_progress=False)) == {"model": cfg.store("model")}
+    return cfg
+
+
+def _states(url: str) -> dict[str, dict[str, torch.Tensor]]:
+    manifest = read_manifest(url)
+    return {
+        rel: torch.load(io.BytesIO(stores.read_bytes(stores.join(url, rel))), weights_only=True)
+        for rel in manifest["files"]
+        if rel.endswith(".pt")
+    }
+
+
+def test_artifact_written_and_loadable(first_run: RunConfig) -> None:
+    url = first_run.store("model")
+    model = load_artifact(url, fast=False)
+    assert [len(m) for m in model.members] == [1, 1, 1]
+    card = model.card
+    assert [lc.members for lc in card.layers] == [
+        ["layer1/member0.pt"],
+        ["layer2/member0.pt"],
+        ["layer3/member0.pt"],
+    ]
+    assert [lc.seeds for lc in card.layers] == [[1000], [2000], [3000]]
+    assert all(lc.dynamic_inputs == list(DYNAMIC_INPUTS) for lc in card.layers)
+    assert all(lc.static_inputs == list(STATIC_INPUTS) for lc in card.layers)
+    assert (card.hidden_size, card.seq_length, card.inference_mode) == (8, SEQ, "exact")
+    assert sorted(card.input_scaler["mean"]) == sorted(DYNAMIC_INPUTS + STATIC_INPUTS)
+
+    split = stores.read_json(stores.join(url, "split.json"))
+    train_cells = {tuple(c) for c in split["train_cells"]}
+    hold = {tuple(c) for c in split["holdout_cells"]}
+    assert len(hold) == 2  # round(0.2 * 10 cells with a target)
+    assert not train_cells & hold
+    assert train_cells | hold == set(TARGET_CELLS[:-1])  # the cell without targets is in neither
+
+    metrics = stores.read_json(stores.join(url, "metrics.json"))
+    assert len(metrics["validation_cells"]) == 1  # round(0.1 * 8 training cells)
+    assert {tuple(c) for c in metrics["validation_cells"]} <= train_cells
+    for k in ("1", "2", "3"):
+        layer = metrics["layers"][k]
+        assert layer["fit_windows"] + layer["val_windows"] == layer["windows"] > 0
+        member = layer["members"]["0"]
+        assert len(member["train_loss"]) == len(member["val_loss"]) == 2
+        assert all(np.isfinite(member["train_loss"]))
+    assert json.loads(stores.read_text(stores.join(url, "config.json")))["train"]["n_members"] == 1
+    assert stores.exists(stores.join(url, "provenance.json"))
+
+    # The loaded members predict m3 m-3 from standardised windows.
+    x_d = torch.zeros(4, SEQ, len(DYNAMIC_INPUTS))
+    x_s = torch.zeros(4, len(STATIC_INPUTS))
+    out = model.predict(0, x_d, x_s)
+    assert out.shape == (1, 4) and bool(torch.isfinite(out).all())
+
+
+def test_same_config_gives_bit_identical_weights(
+    world: dict[str, Any], client: Any, first_run: RunConfig
+) -> None:
+    cfg = make_config(world["base"] / "world", world["base"] / "run-b")
+    train(cfg, Context(client=client, show_progress=False))
+    a, b = first_run.store("model"), cfg.store("model")
+    assert read_manifest(a)["content_id"] == read_manifest(b)["content_id"]
+    sa, sb = _states(a), _states(b)
+    assert sorted(sa) == sorted(sb) == ["layer1/member0.pt", "layer2/member0.pt", "layer3/member0.pt"]
+    for rel in sa:
+        assert all(torch.equal(sa[rel][k], sb[rel][k]) for k in sa[rel])
+    # A different training seed changes the weights (so the equality above is not vacuous).
+    cfg_c = make_config(world["base"] / "world", world["base"] / "run-c", seed=7)
+    train(cfg_c, Context(client=client, show_progress=False))
+    assert read_manifest(cfg_c.store("model"))["content_id"] != read_manifest(a)["content_id"]
+
+
+def test_held_out_cells_play_no_part(world: dict[str, Any], client: Any, first_run: RunConfig) -> None:
+    split = stores.read_json(stores.join(first_run.store("model"), "split.json"))
+    hold = [tuple(c) for c in split["holdout_cells"]]
+    arrays = world_arrays()
+    # Insane values at the held-out cells in every input: targets, forcing pixels and statics.
+    for r, c in hold:
+        arrays["sm"][TARGET_CELLS.index((r, c))] *= 1000.0
+        for name in FORCING_VARIABLES:
+            arrays["forcing"][name][:, r, c] = 1e6
+        for name in STATIC_INPUTS:
+            arrays["statics"][name][r, c] = -1e6
+    base = world["base"] / "poisoned"
+    cfg = make_config(base, base / "run")
+    write_world(cfg, arrays)
+    train(cfg, Context(client=client, show_progress=False))
+
+    clean = load_artifact(first_run.store("model"), fast=False).card
+    poisoned = load_artifact(cfg.store("model"), fast=False).card
+    assert poisoned.input_scaler == clean.input_scaler
+    assert [lc.target_mean for lc in poisoned.layers] == [lc.target_mean for lc in clean.layers]
+    assert stores.read_json(stores.join(cfg.store("model"), "split.json")) == split
+    # Everything the model is made of is unchanged: weights, scalers and architecture.
+    assert (
+        read_manifest(cfg.store("model"))["content_id"]
+        == read_manifest(first_run.store("model"))["content_id"]
+    )
+
+
+def test_nse_star_loss_by_hand() -> None:
+    y_hat = torch.tensor([1.0, 2.0, 0.5])
+    y = torch.tensor([0.0, 0.0, 0.5])
+    s = torch.tensor([0.01, 0.03, 0.2])
+    # (1/0.02)² = 2500, (2/0.04)² = 2500, 0 → mean 5000/3
+    assert float(nse_star_loss(y_hat, y, s, 0.01)) == pytest.approx(5000.0 / 3.0, rel=1e-6)
+
+
+def test_valid_windows_and_gather_by_hand() -> None:
+    finite = np.array([[True, True, False, True, True, True], [True] * 6])
+    ok = valid_window_ends(finite, 3)
+    assert ok.tolist() == [[False, False, False, True], [True, True, True, True]]
+    x_dyn = np.arange(2 * 6 * 1, dtype="float32").reshape(2, 6, 1)
+    x_stat = np.array([[10.0], [20.0]], dtype="float32")
+    xd, xs = gather_windows(x_dyn, x_stat, np.array([1, 0]), np.array([2, 0]), 3)
+    assert xd[..., 0].tolist() == [[8, 9, 10], [0, 1, 2]]
+    assert xs[:, 0].tolist() == [20, 10]
+
+
+def test_split_is_deterministic_and_keeps_at_least_one() -> None:
+    cells = np.array([[r, c] for r in range(2) for c in range(5)])
+    tr, ho = split_cells(cells[::-1], 0.2, seed=5)  # input order does not matter
+    tr2, ho2 = split_cells(cells, 0.2, seed=5)
+    assert np.array_equal(tr, tr2) and np.array_equal(ho, ho2)
+    assert len(ho) == 2 and len(tr) == 8
+    assert len(split_cells(cells, 0.01, 0)[1]) == 1  # at least one when the fraction is > 0
+    assert len(split_cells(cells[:1], 0.5, 0)[1]) == 0  # a single cell is never held out
+    assert len(split_cells(cells, 0.0, 0)[1]) == 0
+
+
+def test_training_reduces_the_loss_on_a_learnable_target() -> None:
+    # Target = weighted sum of the last 5 days of the first input; 6 cells x 300 days.
+    rng = np.random.default_rng(1)
+    n_cells, n_days, seq = 6, 300, 10
+    raw = rng.normal(0, 1, (n_cells, n_days + seq - 1, len(DYNAMIC_INPUTS))).astype("float32")
+    w = np.array([0.4, 0.25, 0.15, 0.1, 0.1], dtype="float32")
+    y = np.stack([raw[:, d + seq - 5 : d + seq, 0] @ w[::-1] for d in range(n_days)], axis=1)
+    cells, days = np.meshgrid(np.arange(n_cells), np.arange(n_days), indexing="ij")
+    val = cells.ravel() == 0
+    data = LayerData(
+        y=((y - y.mean()) / y.std()).astype("float32"),
+        cell_std=np.full(n_cells, 0.05, dtype="float32"),
+        fit_cells=cells.ravel()[~val],
+        fit_days=days.ravel()[~val],
+        val_cells=cells.ravel()[val],
+        val_days=days.ravel()[val],
+    )
+    x_stat = rng.normal(0, 1, (n_cells, len(STATIC_INPUTS))).astype("float32")
+    settings = Settings(
+        n_dynamic=len(DYNAMIC_INPUTS), n_static=len(STATIC_INPUTS), hidden_size=16, dropout=0.0,
+        initial_forget_bias=1.0, seq_length=seq, epochs=4, batch_size=32, learning_rate=0.01,
+        max_windows_per_epoch=None, grad_clip=1.0, nse_epsilon=0.005, threads=1,
+    )  # fmt: skip
+    result = train_member(MemberSpec(1, 0, 1000), data, raw, x_stat, settings)
+    assert result.val_loss_initial is not None and result.val_loss[-1] is not None
+    # NSE* of a perfect model is 0 and of predicting the mean about 1/(0.055)² ≈ 330.
+    assert result.val_loss[-1] < 0.2 * result.val_loss_initial
+    assert result.train_loss[-1] < result.train_loss[0]
+
+
+def test_missing_forcing_variable_is_named(world: dict[str, Any], client: Any, tmp_path: Path) -> None:
+    cfg = make_config(world["base"] / "world", tmp_path / "run")
+    ds = stores.open_zarr(str(world["base"] / "world" / "forcing.zarr")).drop_vars("skt")
+    cfg.stores.forcing = str(tmp_path / "forcing.zarr")
+    stores.write_zarr(ds, cfg.stores.forcing)
+    with pytest.raises(ValueError, match=r"forcing\.zarr: variable `skt` is missing"):
+        train(cfg, Context(client=client, show_progress=False))
+
+
+def test_short_forcing_names_the_first_missing_day(
+    world: dict[str, Any], client: Any, tmp_path: Path
+) -> None:
+    cfg = make_config(world["base"] / "world", tmp_path / "run")
+    ds = stores.open_zarr(str(world["base"] / "world" / "forcing.zarr")).isel(time=slice(5, None))
+    cfg.stores.forcing = str(tmp_path / "forcing.zarr")
+    stores.write_zarr(ds, cfg.stores.forcing)
+    first = cfg.lookback_start.isoformat()
+    with pytest.raises(
+        ValueError, match=f"forcing.zarr: `time` must cover every day .*first missing day {first}"
+    ):
+        train(cfg, Context(client=client, show_progress=False))
