@@ -135,6 +135,8 @@ class SyntheticConfig(Section):
     """Fraction of station days removed (gaps)."""
     bad_flag_fraction: float = Field(0.03, ge=0, lt=1)
     """Fraction of station records carrying a non-'G' quality flag (with corrupted values)."""
+    spinup_days: int = Field(365, ge=30)
+    """Days the water-balance model runs before `lookback_start` so the first day is not a cold start."""
 
 
 class IngestConfig(Section):
@@ -163,6 +165,8 @@ class ForcingConfig(Section):
     """A day with fewer valid hours than this is NaN."""
     tile_size: int = Field(16, ge=1)
     """Lat/lon chunk size of the pixel-chunked cube (time is one chunk)."""
+    keep_intermediate: bool = False
+    """Keep the daily map-chunked intermediate (`<forcing>.daily-maps.zarr`) after both cubes are complete."""
 
 
 class ModelConfig(Section):
@@ -194,13 +198,16 @@ class TrainConfig(Section):
     holdout_fraction: float = Field(0.2, ge=0, lt=1)
     """Share of target cells held out of training and used by `evaluate`."""
     nse_epsilon: float = Field(0.005, gt=0)
-    """Epsilon added to each cell's target std in the NSE* loss, in m3 m-3."""
+    """Epsilon added to each cell's target std in the NSE* loss, in m3 m-3 (in-situ daily stds are
+    0.02-0.10, so 0.005 keeps the per-cell weighting; neuralhydrology's 0.1 would flatten it)."""
     grad_clip: float = Field(1.0, gt=0)
     """Gradient-norm clip."""
     seed: int = 0
-    """Base seed; member k uses seed + k."""
+    """Base seed; member m of layer k (1-based) uses seed + 1000 * k + m."""
     threads: int | None = Field(None, ge=1)
-    """torch CPU threads (None: torch's default)."""
+    """torch CPU threads per training task (None: 1, one task per worker thread)."""
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of the training cells whose windows give the per-epoch validation loss (not fitted)."""
 
 
 class PredictConfig(Section):
@@ -214,6 +221,8 @@ class PredictConfig(Section):
     """Days per product chunk (and per task's block of days)."""
     batch_windows: int = Field(4096, ge=1)
     """Windows per forward pass (memory knob)."""
+    gpu: bool = False
+    """Submit tasks with `resources={"GPU": 1}` (workers must declare it); workers use CUDA when present."""
 
 
 class EvaluateConfig(Section):
@@ -221,6 +230,21 @@ class EvaluateConfig(Section):
 
     min_overlap_days: int = Field(30, ge=2)
     """Fewer paired days than this give NaN metrics."""
+    cells_per_batch: int = Field(256, ge=1)
+    """Cells whose product series are read together (memory knob: cells x days x 3 layers floats)."""
+
+
+class ProviderConfig(Section):
+    """One organisation in the STAC collection's `providers` list."""
+
+    name: str
+    """Organisation name."""
+    roles: list[Literal["licensor", "producer", "processor", "host"]] = Field(default_factory=list)
+    """STAC provider roles."""
+    url: str | None = None
+    """Home page of the organisation."""
+    description: str | None = None
+    """What the organisation did for this product."""
 
 
 class PublishConfig(Section):
@@ -238,6 +262,14 @@ class PublishConfig(Section):
     """SPDX licence of the product."""
     public_href: str | None = None
     """URL analysts use to open the product, if different from `stores.product`."""
+    providers: list[ProviderConfig] = Field(
+        default_factory=lambda: [ProviderConfig(name="somocloud", roles=["producer", "processor"])]
+    )
+    """Organisations that produced, processed, licensed or host the product (STAC `providers`)."""
+    keywords: list[str] = Field(
+        default_factory=lambda: ["soil moisture", "machine learning", "LSTM", "ISMN", "SoMo.ml", "ERA5"]
+    )
+    """STAC keywords."""
 
 
 class ClusterConfig(Section):

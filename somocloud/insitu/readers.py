@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -69,7 +69,7 @@ class SensorSeries:
         station: Station name (as in the header; may contain `#`, `(`, `)` and `,`).
         sensor: Sensor name (may contain spaces).
         lat: Latitude in degrees north.
-        lon: Longitude in degrees east.
+        lon: Longitude in degrees east, in [-180, 180).
         elevation: Station elevation in m.
         depth_from: Upper end of the measured depth range in m (positive down).
         depth_to: Lower end of the measured depth range in m.
@@ -150,13 +150,14 @@ def looks_binary(head: bytes) -> bool:
     return control > max(1, len(head) // 100)
 
 
-# ISMN file name: CSE_Network_Station_Var_depthfrom_depthto_Sensor_start_end.stm. Network and station
-# never contain '_' in file names, the sensor may, so the variable is found by anchoring on the depths.
+# ISMN file name: CSE_Network_Station_Var_depthfrom_depthto_Sensor_start_end.stm. Names and the sensor
+# may contain '_' (ISMN itself writes '-'), so the variable (letters and '-') is found as the first
+# field followed by the two depths.
 _FILE_NAME = re.compile(
-    r"^(?P<cse>[^_]+)_(?P<network>[^_]+)_(?P<station>[^_]+)_(?P<var>[A-Za-z-]+)_"
-    r"(?P<dfrom>-?\d+\.\d+)_(?P<dto>-?\d+\.\d+)_(?P<sensor>.*)_(?P<start>\d{8})_(?P<end>\d{8})\.stm$"
+    r"^(?P<prefix>.+?)_(?P<var>[A-Za-z][A-Za-z-]*)_(?P<dfrom>-?\d+\.\d+)_(?P<dto>-?\d+\.\d+)_"
+    r"(?P<sensor>.+)_(?P<start>\d{8})_(?P<end>\d{8})\.stm$"
 )
-_SOIL_MOISTURE_CODES = {"sm", "soil-moisture", "soil_moisture", "soilmoisture"}
+_SOIL_MOISTURE_CODES = {"sm", "soil-moisture", "soilmoisture"}
 
 
 def variable_from_name(url: str) -> str | None:
@@ -189,7 +190,7 @@ class HeaderValuesReader:
         9 fields. CEOP files start every line with a date and are left to another reader."""
         if not head.strip() or looks_binary(head):
             return False
-        first = decode_text(head).lstrip("\n").split("\n", 1)[0]
+        first = decode_text(head).split("\n", 1)[0]
         return len(first.split()) >= 9 and not _DATE_START.match(first)
 
     def read(self, url: str, data: bytes | None = None, name: str | None = None) -> SensorSeries:
@@ -201,10 +202,17 @@ class HeaderValuesReader:
         if looks_binary(data[:HEAD_BYTES]):
             raise InSituFileError(name, None, "binary content, not an ISMN text file")
         lines = decode_text(data).split("\n")
-        meta = _parse_header(lines[0], name)
+        h = _parse_header(lines[0], name)
         time, values, flags, pflags, rejected = _parse_records(lines, name)
         return SensorSeries(
-            **meta,
+            network=h.network,
+            station=h.station,
+            sensor=h.sensor,
+            lat=h.lat,
+            lon=h.lon,
+            elevation=h.elevation,
+            depth_from=h.depth_from,
+            depth_to=h.depth_to,
             variable=variable_from_name(url) or "sm",
             source_file=name,
             time=time,
@@ -215,7 +223,18 @@ class HeaderValuesReader:
         )
 
 
-def _parse_header(line: str, name: str) -> dict[str, object]:
+class _Header(NamedTuple):
+    network: str
+    station: str
+    sensor: str
+    lat: float
+    lon: float
+    elevation: float
+    depth_from: float
+    depth_to: float
+
+
+def _parse_header(line: str, name: str) -> _Header:
     """Line 1 → metadata; InSituFileError naming the field on any problem."""
     tokens = line.split()
     if len(tokens) < 9:
@@ -238,19 +257,17 @@ def _parse_header(line: str, name: str) -> dict[str, object]:
     if not -180.0 <= numbers["LON"] <= 360.0:
         raise InSituFileError(name, 1, f"header field LON {tokens[4]!r} is outside [-180, 360]")
     if numbers["DEPTH_TO"] < numbers["DEPTH_FROM"]:
-        raise InSituFileError(
-            name, 1, f"header DEPTH_TO {tokens[7]!r} is above DEPTH_FROM {tokens[6]!r}"
-        )
-    return {
-        "network": tokens[1],
-        "station": tokens[2],
-        "sensor": " ".join(tokens[8:]),
-        "lat": numbers["LAT"],
-        "lon": numbers["LON"],
-        "elevation": numbers["ELEV"],
-        "depth_from": numbers["DEPTH_FROM"],
-        "depth_to": numbers["DEPTH_TO"],
-    }
+        raise InSituFileError(name, 1, f"header DEPTH_TO {tokens[7]!r} is above DEPTH_FROM {tokens[6]!r}")
+    return _Header(
+        network=tokens[1],
+        station=tokens[2],
+        sensor=" ".join(tokens[8:]),
+        lat=numbers["LAT"],
+        lon=(numbers["LON"] + 180.0) % 360.0 - 180.0,  # 0-360 headers → [-180, 180)
+        elevation=numbers["ELEV"],
+        depth_from=numbers["DEPTH_FROM"],
+        depth_to=numbers["DEPTH_TO"],
+    )
 
 
 def _parse_records(
@@ -280,7 +297,9 @@ def _parse_records(
     pflags = np.array([t[4].strip('"') if len(t) == 5 else "" for t in fields], dtype=object)
     lineno = lineno[ok]
 
-    time = pd.to_datetime(pd.Series(stamp, dtype=object), format="%Y/%m/%d %H:%M", errors="coerce").to_numpy("datetime64[ns]")
+    time = pd.to_datetime(pd.Series(stamp, dtype=object), format="%Y/%m/%d %H:%M", errors="coerce").to_numpy(
+        "datetime64[ns]"
+    )
     values = pd.to_numeric(pd.Series(raw_value, dtype=object), errors="coerce").to_numpy("float64")
     bad_time = np.isnat(time)
     bad_value = ~np.isfinite(values) & ~bad_time
@@ -293,7 +312,13 @@ def _parse_records(
     time, values, flags, pflags, lineno = time[keep], values[keep], flags[keep], pflags[keep], lineno[keep]
     # Stable sort keeps file order among equal stamps, so the first occurrence survives.
     order = np.argsort(time, kind="stable")
-    time, values, flags, pflags, lineno = time[order], values[order], flags[order], pflags[order], lineno[order]
+    time, values, flags, pflags, lineno = (
+        time[order],
+        values[order],
+        flags[order],
+        pflags[order],
+        lineno[order],
+    )
     dup = np.zeros(time.size, dtype=bool)
     dup[1:] = time[1:] == time[:-1]
     for i in np.flatnonzero(dup):
