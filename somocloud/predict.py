@@ -1,0 +1,617 @@
+"""The `predict` step: run every ensemble member of every layer over every land cell → the product Zarr.
+
+Inputs: `forcing` (daily cube, `lookback_start`..`period.end`), `statics` (incl. `land_mask`) and the
+`model` artifact. Output `product`, dims `(time, depth, lat, lon)` over `period.start`..`period.end`:
+`soil_moisture` (ensemble mean) and `soil_moisture_spread` (ensemble population std), m3 m-3.
+
+How it runs (DESIGN.md "Writing stores safely"):
+
+1. Template: all metadata and coordinates are written with `to_zarr(compute=False)`; no data chunk
+   exists yet. A template with the same provenance content id is kept (resume); one with another id
+   (changed inputs or config) is replaced and its task markers are cleared first.
+2. Tasks: one spatial tile (`predict.tile_size` cells square) × one block of `predict.time_chunk` days,
+   i.e. exactly one product chunk per variable. A task reads the tile's forcing over
+   [block start − (seq_length − 1), block end], builds one zero-state window per predicted day
+   (`exact` mode, the published method), runs every member in batches of `predict.batch_windows`
+   windows, writes its region and then its marker under `<product>.progress/`. A tile without land
+   writes nothing (zarr 3 skips all-NaN chunks anyway) and is only marked.
+3. Finalise: once every task has a marker, `complete: true` is set and metadata re-consolidated.
+
+On a Dask cluster the model is loaded once per worker by a `WorkerPlugin`; `--parts i/N` runs a share of
+the pending tasks serially in this process instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from somocloud import provenance, stores
+from somocloud.config import RunConfig
+from somocloud.context import Context, select_parts
+from somocloud.grid import Grid, Tile
+from somocloud.layers import DEPTH_BOUNDS, DEPTHS, FORCING_VARIABLES, N_LAYERS
+from somocloud.model.artifact import LoadedModel, ModelCard, load_artifact, read_manifest
+from somocloud.model.features import Scaler, stack_inputs, window_view
+
+log = logging.getLogger(__name__)
+
+STEP = "predict"
+DIMS = ("time", "depth", "lat", "lon")
+DATA_VARS = ("soil_moisture", "soil_moisture_spread")
+DERIVED_INPUTS = {"log_tp": "tp"}
+"""Model inputs computed from a forcing variable (see `features.stack_inputs`)."""
+FORCING_INPUTS = frozenset(FORCING_VARIABLES) | frozenset(DERIVED_INPUTS)
+"""Dynamic input names `predict` can build from the forcing cube alone."""
+_WORKER_ATTR = "_somocloud_models"  # where the plugin keeps loaded models on a Dask worker
+_CELL_METHODS = "time: mean depth: mean area: mean where land"
+
+VARIABLE_ATTRS: dict[str, dict[str, str]] = {
+    "soil_moisture": {
+        "standard_name": "volume_fraction_of_condensed_water_in_soil",
+        "long_name": "volumetric soil moisture (ensemble mean)",
+        "units": "m3 m-3",
+        "cell_methods": _CELL_METHODS,
+    },
+    "soil_moisture_spread": {
+        "long_name": "ensemble standard deviation of volumetric soil moisture",
+        "units": "m3 m-3",
+        "cell_methods": _CELL_METHODS + " realization: standard_deviation",
+    },
+}
+
+
+@dataclass(frozen=True)
+class PredictTask:
+    """One unit of work: a tile of cells × the product days [t0, t1) (indexes into the product's time)."""
+
+    tile: Tile
+    t0: int
+    t1: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.tile.id}-time-{self.t0:06d}"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What every task needs besides its `PredictTask`: store URLs and index bookkeeping (no credentials)."""
+
+    product_url: str
+    forcing_url: str
+    statics_url: str
+    model_url: str
+    model_content_id: str
+    product_content_id: str
+    forcing_offset: int
+    """Index in the forcing cube's time of the product's first day."""
+    seq_length: int
+    """Window length in days of the model."""
+    batch_windows: int
+    """Windows per forward pass."""
+    forcing_variables: tuple[str, ...]
+    """Forcing variables read by the tasks."""
+    static_variables: tuple[str, ...]
+    """Static variables read by the tasks (without `land_mask`)."""
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
+    """Write (or resume) the product Zarr; returns `{"product": url}`.
+
+    With `ctx.parts` (i, N) only the i-th of N fixed shares of all tasks runs (its unmarked tasks), in
+    this process without Dask; the product is finalised only when every task of every part has its
+    marker. The template must not be written by two parts at once: start one part first on a fresh
+    product (later parts find the template and keep it)."""
+    grid = Grid.from_config(cfg.grid)
+    inputs = {name: cfg.store(name) for name in ("forcing", "statics", "model")}
+    url = cfg.store("product")
+    card, model_content_id = read_card(inputs["model"])
+    check_card(card, cfg.predict.mode, inputs["model"])
+    forcing_variables = required_forcing(card, inputs["model"])
+    static_variables = tuple(sorted({n for lc in card.layers for n in lc.static_inputs}))
+    forcing_offset = check_forcing(
+        inputs["forcing"], grid, forcing_variables, cfg.period.start, cfg.period.end, card.seq_length
+    )
+    check_statics(inputs["statics"], grid, static_variables)
+
+    attrs = provenance.provenance_attrs(cfg, STEP, inputs)
+    attrs |= {
+        "inference_mode": card.inference_mode,
+        "model_content_id": model_content_id,
+        "complete": False,
+        "Conventions": "CF-1.11",
+        "title": f"somocloud soil moisture ({cfg.name})",
+        "product_version": cfg.product_version,
+    }
+    days = product_days(cfg.period.start, cfg.period.end)
+    template = product_template(grid, days, attrs)
+    chunks = product_chunks(len(days), grid, cfg.predict.tile_size, cfg.predict.time_chunk)
+    ensure_template(url, template, chunks)
+
+    tasks = plan_tasks(grid, len(days), cfg.predict.tile_size, cfg.predict.time_chunk)
+    markers = stores.markers_for(url)
+    finished = markers.finished()
+    pending = [t for t in tasks if t.id not in finished]
+    if pending and stores.zarr_attrs(url).get("complete"):
+        stores.update_zarr_attrs(url, {"complete": False})  # markers were removed: no longer complete
+    spec = TaskSpec(
+        product_url=url,
+        forcing_url=inputs["forcing"],
+        statics_url=inputs["statics"],
+        model_url=inputs["model"],
+        model_content_id=model_content_id,
+        product_content_id=str(attrs[provenance.CONTENT_ID]),
+        forcing_offset=forcing_offset,
+        seq_length=card.seq_length,
+        batch_windows=cfg.predict.batch_windows,
+        forcing_variables=forcing_variables,
+        static_variables=static_variables,
+    )
+    if ctx.parts is not None:
+        # Shares are cut from the full task list, so each part always owns the same tasks whatever
+        # the others have finished; marked tasks within a share are skipped.
+        share = select_parts(tasks, ctx.parts)
+        mine = [t for t in share if t.id not in finished]
+        log.info("predict: part %d/%d runs %d of its %d tasks (%d pending of %d in all)",
+                 *ctx.parts, len(mine), len(share), len(pending), len(tasks))  # fmt: skip
+        for task in mine:
+            _log_result(run_task(task, spec))
+        if len(markers.finished() & {t.id for t in tasks}) < len(tasks):
+            log.info("predict: tasks of other parts are still pending; %s not finalised yet", url)
+            return {"product": url}
+    elif pending:
+        log.info("predict: %d of %d tasks pending", len(pending), len(tasks))
+        run_distributed(spec, pending, ctx.dask(cfg.cluster), cfg.predict.gpu, ctx.show_progress)
+    finalise(url, tasks)
+    return {"product": url}
+
+
+def run_distributed(spec: TaskSpec, tasks: Sequence[PredictTask], client: Any, gpu: bool, show: bool) -> None:
+    """Run `tasks` on the cluster: model loaded once per worker, one future per task."""
+    from somocloud.progress import track
+
+    client.register_plugin(plugin_class()(spec.model_url, spec.model_content_id, stores.runtime_options()))
+    resources = {"GPU": 1} if gpu else None
+    futures = client.map(run_task, list(tasks), spec=spec, pure=False, resources=resources)
+    track(futures, STEP, show=show, on_result=_log_result)
+
+
+def _log_result(result: Mapping[str, Any]) -> None:
+    log.info("predict: part %s %s (%d cells, %d windows)",
+             result["task"], result["status"], result.get("cells", 0), result.get("windows", 0))  # fmt: skip
+
+
+def finalise(url: str, tasks: Sequence[PredictTask]) -> None:
+    """Mark the product complete after checking that every task has its marker."""
+    finished = stores.markers_for(url).finished()
+    missing = [t.id for t in tasks if t.id not in finished]
+    if missing:
+        raise RuntimeError(
+            f"{url}: {len(missing)} of {len(tasks)} predict tasks have no marker "
+            f"(first: {', '.join(missing[:3])}); rerun `predict` to finish them"
+        )
+    stores.update_zarr_attrs(url, {"complete": True})
+    log.info("predict: %s complete (%d tasks)", url, len(tasks))
+
+
+# ------------------------------------------------------------------------------------ inputs checks
+
+
+def read_card(model_url: str) -> tuple[ModelCard, str]:
+    """The model card and content id of a complete artifact, without loading any weights."""
+    manifest = read_manifest(model_url)
+    return ModelCard.from_json(stores.read_text(stores.join(model_url, "model.json"))), str(
+        manifest["content_id"]
+    )
+
+
+def check_card(card: ModelCard, mode: str, model_url: str) -> None:
+    """The artifact must be meant for `mode` and its layers must be product depths."""
+    if card.inference_mode != mode:
+        raise ValueError(
+            f"{model_url}/model.json: inference_mode is {card.inference_mode!r} but predict.mode is {mode!r}"
+        )
+    seen: set[int] = set()
+    for k, lc in enumerate(card.layers, start=1):
+        depth = int(np.argmin(np.abs(DEPTHS - lc.depth)))
+        if depth in seen:
+            raise ValueError(f"{model_url}/model.json: layer {k} repeats depth {lc.depth}")
+        seen.add(depth)
+        if not np.isclose(DEPTHS, lc.depth).any():
+            raise ValueError(
+                f"{model_url}/model.json: layer {k} has depth {lc.depth}, not one of {DEPTHS.tolist()}"
+            )
+        if not lc.members:
+            raise ValueError(f"{model_url}/model.json: layer {k} has no ensemble members")
+    if len(seen) < N_LAYERS:
+        missing = [float(d) for i, d in enumerate(DEPTHS) if i not in seen]
+        log.warning("predict: %s has no model for depths %s; they stay NaN", model_url, missing)
+
+
+def required_forcing(card: ModelCard, model_url: str) -> tuple[str, ...]:
+    """The forcing variables the model's dynamic inputs are built from.
+
+    Inputs that are not forcing-derived (e.g. `sm_layer1`, the simulated soil moisture of the layer
+    above that SoMo.ml feeds layers 2 and 3) would need the layer cascade, which is not implemented."""
+    needed = set()
+    for k, lc in enumerate(card.layers, start=1):
+        for name in lc.dynamic_inputs:
+            if name not in FORCING_INPUTS:
+                raise NotImplementedError(
+                    f"{model_url}/model.json: layer {k} dynamic input {name!r} is not derived from the "
+                    f"forcing cube; predicting with the layer cascade is not implemented"
+                )
+            needed.add(DERIVED_INPUTS.get(name, name))
+    return tuple(sorted(needed))
+
+
+def _check_grid(ds: xr.Dataset, grid: Grid, url: str, step: str) -> None:
+    for coord, wanted in (("lat", grid.lat), ("lon", grid.lon)):
+        have = np.round(np.asarray(ds[coord].values, dtype="float64"), 6) if coord in ds.coords else None
+        if have is None or have.shape != wanted.shape or not np.array_equal(have, wanted):
+            raise ValueError(f"{url}: coordinate {coord!r} does not match the run grid; rerun `{step}`")
+
+
+def check_forcing(
+    url: str, grid: Grid, variables: Sequence[str], start: dt.date, end: dt.date, seq_length: int
+) -> int:
+    """Check the forcing cube (variables, dims, grid, daily days covering the lookback); returns the
+    time index of `start`."""
+    ds = stores.open_zarr(url, chunks=None)
+    for name in variables:
+        if name not in ds.data_vars:
+            raise ValueError(f"{url}: forcing variable {name!r} is missing")
+        if set(ds[name].dims) != {"time", "lat", "lon"}:
+            raise ValueError(f"{url}: variable {name!r} has dims {ds[name].dims}, expected (time, lat, lon)")
+    _check_grid(ds, grid, url, "forcing")
+    first = start - dt.timedelta(days=seq_length - 1)
+    needed = product_days(first, end)
+    have = np.asarray(ds["time"].values).astype("datetime64[ns]")
+    i0 = int(np.searchsorted(have, needed[0]))
+    if i0 + len(needed) > len(have) or not np.array_equal(have[i0 : i0 + len(needed)], needed):
+        raise ValueError(
+            f"{url}: variable 'time' must hold every day from {first} (period.start minus the model's "
+            f"seq_length {seq_length} - 1 days) to {end}; rerun `forcing` with this config"
+        )
+    return i0 + seq_length - 1
+
+
+def check_statics(url: str, grid: Grid, variables: Sequence[str]) -> None:
+    """The statics store must hold `land_mask` and every static input on the run grid."""
+    ds = stores.open_zarr(url, chunks=None)
+    for name in ("land_mask", *variables):
+        if name not in ds.data_vars:
+            raise ValueError(f"{url}: static variable {name!r} is missing")
+        if set(ds[name].dims) != {"lat", "lon"}:
+            raise ValueError(f"{url}: variable {name!r} has dims {ds[name].dims}, expected (lat, lon)")
+    _check_grid(ds, grid, url, "statics")
+
+
+# ------------------------------------------------------------------------------------- template
+
+
+def product_days(start: dt.date, end: dt.date) -> np.ndarray:
+    """Daily `datetime64[ns]` stamps at 00:00 UTC from `start` to `end` inclusive."""
+    return pd.date_range(start, end, freq="D").values.astype("datetime64[ns]")
+
+
+def product_chunks(n_days: int, grid: Grid, tile_size: int, time_chunk: int) -> tuple[int, int, int, int]:
+    """Zarr chunks of the data variables (clamped to the array so tiny products get no padding)."""
+    return (min(time_chunk, n_days), N_LAYERS, min(tile_size, grid.nlat), min(tile_size, grid.nlon))
+
+
+def product_template(grid: Grid, days: np.ndarray, attrs: Mapping[str, Any]) -> xr.Dataset:
+    """The product's coordinates, CF metadata and lazy all-NaN data variables (nothing is computed)."""
+    import dask.array as da
+
+    shape = (len(days), N_LAYERS, grid.nlat, grid.nlon)
+    # One dask chunk: the template is never computed, so its graph should stay one node per variable.
+    variables = {
+        name: (DIMS, da.full(shape, np.nan, dtype="float32", chunks=shape), dict(VARIABLE_ATTRS[name]))
+        for name in DATA_VARS
+    }
+    coords: dict[str, Any] = {
+        "time": ("time", days, {"standard_name": "time", "axis": "T", "long_name": "time"}),
+        "depth": (
+            "depth",
+            DEPTHS.astype("float64"),
+            {
+                "standard_name": "depth",
+                "long_name": "depth of the layer mid-point",
+                "units": "m",
+                "positive": "down",
+                "axis": "Z",
+                "bounds": "depth_bnds",
+            },
+        ),
+        "depth_bnds": (("depth", "nv"), DEPTH_BOUNDS.astype("float64"), {"units": "m"}),
+        **grid.coords(),
+    }
+    return xr.Dataset(variables, coords=coords, attrs=dict(attrs))
+
+
+def ensure_template(url: str, template: xr.Dataset, chunks: tuple[int, ...]) -> str:
+    """Write the template unless one with the same content id exists; returns 'kept' or 'written'.
+
+    Markers are cleared before a template is (re)written, so a crash in between leaves no marker
+    pointing at a fresh, empty store."""
+    content_id = template.attrs[provenance.CONTENT_ID]
+    if stores.exists(stores.join(url, "zarr.json")):
+        existing = stores.zarr_attrs(url).get(provenance.CONTENT_ID)
+        if existing == content_id:
+            log.info("predict: resuming %s", url)
+            return "kept"
+        log.info("predict: inputs or config changed since %s was started; rewriting it", url)
+    stores.markers_for(url).clear()
+    encoding: dict[str, dict[str, Any]] = {
+        name: {"chunks": chunks, "fill_value": np.float32("nan")} for name in DATA_VARS
+    }
+    # CF: coordinates and bounds carry no fill value.
+    encoding |= {name: {"_FillValue": None} for name in ("depth", "depth_bnds", "lat", "lon")}
+    stores.write_zarr(template, url, compute=False, encoding=encoding)
+    log.info("predict: wrote the template of %s", url)
+    return "written"
+
+
+def plan_tasks(grid: Grid, n_days: int, tile_size: int, time_chunk: int) -> list[PredictTask]:
+    """Every (tile, block of days) task, tile-major; each covers exactly one chunk of the product."""
+    return [
+        PredictTask(tile, t0, min(t0 + time_chunk, n_days))
+        for tile in grid.tiles(tile_size)
+        for t0 in range(0, n_days, time_chunk)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ tasks
+
+
+def run_task(task: PredictTask, spec: TaskSpec) -> dict[str, Any]:
+    """Predict one tile × block of days, write its region, then its marker. Idempotent."""
+    markers = stores.markers_for(spec.product_url)
+    result: dict[str, Any] = {"task": task.id, "cells": 0, "windows": 0}
+    if markers.done(task.id):
+        return result | {"status": "skipped"}
+    tile = task.tile
+    statics = read_statics(spec.statics_url, tile, spec.static_variables)
+    land = _as_mask(statics.pop("land_mask"))
+    if not land.any():
+        markers.mark(task.id, {"status": "sea", "product_content_id": spec.product_content_id})
+        return result | {"status": "sea"}
+    model = worker_model(spec.model_url, spec.model_content_id)
+    lookback = spec.seq_length - 1
+    forcing = read_forcing(
+        spec.forcing_url,
+        tile,
+        spec.forcing_offset + task.t0 - lookback,
+        spec.forcing_offset + task.t1,
+        spec.forcing_variables,
+    )
+    mean, spread, n_windows = predict_tile(model, forcing, statics, land, spec.batch_windows)
+    write_region(spec.product_url, task, mean, spread)
+    info = {"status": "written", "cells": int(land.sum()), "windows": n_windows}
+    markers.mark(task.id, info | {"product_content_id": spec.product_content_id, "finished_at": time.time()})
+    return result | info
+
+
+def read_statics(url: str, tile: Tile, variables: Sequence[str]) -> dict[str, np.ndarray]:
+    """`land_mask` and `variables` of one tile as (lat, lon) arrays."""
+    ds = stores.open_zarr(url, chunks=None)
+    sub = ds[["land_mask", *variables]].isel(lat=slice(tile.i0, tile.i1), lon=slice(tile.j0, tile.j1))
+    return {name: np.asarray(sub[name].transpose("lat", "lon").values) for name in ("land_mask", *variables)}
+
+
+def read_forcing(url: str, tile: Tile, f0: int, f1: int, variables: Sequence[str]) -> dict[str, np.ndarray]:
+    """Forcing days [f0, f1) of one tile as float32 (time, lat, lon) arrays."""
+    ds = stores.open_zarr(url, chunks=None)
+    sub = ds[list(variables)].isel(
+        time=slice(f0, f1), lat=slice(tile.i0, tile.i1), lon=slice(tile.j0, tile.j1)
+    )
+    return {
+        name: np.asarray(sub[name].transpose("time", "lat", "lon").values, dtype="float32")
+        for name in variables
+    }
+
+
+def _as_mask(values: np.ndarray) -> np.ndarray:
+    """A land mask as bool; a float mask counts non-zero finite values as land."""
+    if values.dtype == bool:
+        return values
+    return np.isfinite(values) & (np.nan_to_num(values) != 0)
+
+
+def write_region(url: str, task: PredictTask, mean: np.ndarray, spread: np.ndarray) -> None:
+    """Write one task's chunk of both data variables (metadata untouched, so no re-consolidation)."""
+    tile = task.tile
+    block = xr.Dataset({"soil_moisture": (DIMS, mean), "soil_moisture_spread": (DIMS, spread)})
+    region = {
+        "time": slice(task.t0, task.t1),
+        "depth": slice(0, N_LAYERS),
+        "lat": slice(tile.i0, tile.i1),
+        "lon": slice(tile.j0, tile.j1),
+    }
+    block.to_zarr(
+        stores.zarr_url(url), region=region, mode="r+", consolidated=False, zarr_format=3,
+        **stores.zarr_kwargs(url),
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------- compute
+
+
+def predict_tile(
+    model: LoadedModel,
+    forcing: Mapping[str, np.ndarray],
+    statics: Mapping[str, np.ndarray],
+    land: np.ndarray,
+    batch_windows: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ensemble mean and spread of one tile.
+
+    Args:
+        model: the loaded artifact.
+        forcing: forcing name → (steps, ni, nj); steps = n_days + seq_length - 1 (the lookback first).
+        statics: static name → (ni, nj).
+        land: (ni, nj) land mask.
+        batch_windows: windows per forward pass.
+
+    Returns:
+        mean, spread: float32 (n_days, N_LAYERS, ni, nj), NaN over sea, on cells with a non-finite
+        static input and on days whose window holds a non-finite input; number of windows run."""
+    card = model.card
+    steps, ni, nj = next(iter(forcing.values())).shape
+    n_days = steps - card.seq_length + 1
+    if n_days < 1:
+        raise ValueError(f"{steps} forcing days are fewer than the model's seq_length {card.seq_length}")
+    mean = np.full((n_days, N_LAYERS, ni * nj), np.nan, dtype="float32")
+    spread = np.full_like(mean, np.nan)
+    cells = np.flatnonzero(land.ravel())
+    dyn_fields = {name: arr.reshape(steps, ni * nj)[:, cells].T for name, arr in forcing.items()}
+    stat_fields = {name: np.asarray(arr, dtype="float32").ravel()[cells] for name, arr in statics.items()}
+    scaler: Scaler = card.scaler
+    n_windows = 0
+    for k, lc in enumerate(card.layers):
+        x_d = scaler.apply(stack_inputs(dyn_fields, lc.dynamic_inputs), lc.dynamic_inputs)
+        x_s = scaler.apply(stack_inputs(stat_fields, lc.static_inputs), lc.static_inputs)
+        members, used = predict_windows(model, k, x_d, x_s, batch_windows)
+        n_windows += used
+        depth = int(np.argmin(np.abs(DEPTHS - lc.depth)))
+        mean[:, depth, cells] = members.mean(axis=0, dtype="float64").T
+        spread[:, depth, cells] = members.std(axis=0, dtype="float64").T  # population std, 0 for one member
+    shape = (n_days, N_LAYERS, ni, nj)
+    return mean.reshape(shape), spread.reshape(shape), n_windows
+
+
+def valid_windows(bad_step: np.ndarray, seq_length: int) -> np.ndarray:
+    """(cells, steps) bool of bad steps → (cells, steps - seq_length + 1): windows without a bad step."""
+    counts = np.concatenate(
+        [np.zeros((bad_step.shape[0], 1), dtype="int64"), np.cumsum(bad_step, axis=1, dtype="int64")], axis=1
+    )
+    return (counts[:, seq_length:] - counts[:, :-seq_length]) == 0
+
+
+def predict_windows(
+    model: LoadedModel, layer: int, x_d: np.ndarray, x_s: np.ndarray, batch_windows: int
+) -> tuple[np.ndarray, int]:
+    """Every member on every valid zero-state window of `layer` (exact mode).
+
+    Args:
+        model: the loaded artifact.
+        layer: 0-based layer index.
+        x_d: standardised dynamic inputs (cells, steps, n_dyn), NaN allowed.
+        x_s: standardised static inputs (cells, n_stat), NaN allowed.
+        batch_windows: windows per forward pass.
+
+    Returns:
+        (members, cells, steps - seq_length + 1) float32 in m3 m-3, NaN where the window or the
+        statics hold a non-finite value; the number of windows run."""
+    import torch
+
+    seq = model.card.seq_length
+    n_cells, steps, _ = x_d.shape
+    n_members = len(model.members[layer])
+    out = np.full((n_members, n_cells, steps - seq + 1), np.nan, dtype="float32")
+    finite_d = np.isfinite(x_d)
+    finite_s = np.isfinite(x_s)
+    valid = valid_windows(~finite_d.all(axis=-1), seq) & finite_s.all(axis=-1)[:, None]
+    ci, di = np.nonzero(valid)
+    if ci.size == 0:
+        return out, 0
+    # Zeros where an input is missing: only masked windows see them, and no NaN enters a batch.
+    xd = torch.from_numpy(np.where(finite_d, x_d, 0.0).astype("float32")).to(model.device)
+    xs = torch.from_numpy(np.where(finite_s, x_s, 0.0).astype("float32")).to(model.device)
+    windows = window_view(xd, seq)  # (cells, days, seq, n_dyn) view, no copy
+    for b0 in range(0, ci.size, batch_windows):
+        bc, bd = ci[b0 : b0 + batch_windows], di[b0 : b0 + batch_windows]
+        c = torch.from_numpy(bc).to(model.device)
+        d = torch.from_numpy(bd).to(model.device)
+        y = model.predict(layer, windows[c, d], xs[c])  # gathers one (batch, seq, n_dyn) copy
+        out[:, bc, bd] = y.float().cpu().numpy()
+    return out, int(ci.size)
+
+
+# ----------------------------------------------------------------------------- models on workers
+
+
+def inference_device() -> str:
+    """'cuda' where this process sees a GPU, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=2)
+def cached_model(url: str, content_id: str, device: str) -> LoadedModel:
+    """The artifact loaded once per process (fallback where no worker plugin holds it)."""
+    model = load_artifact(url, device=device, fast=True)
+    if model.content_id != content_id:
+        raise RuntimeError(
+            f"{url}: the model artifact changed while predict was running "
+            f"(content id {model.content_id[:12]}…, expected {content_id[:12]}…); rerun predict"
+        )
+    return model
+
+
+def worker_model(url: str, content_id: str) -> LoadedModel:
+    """The model held by this Dask worker's plugin, else the per-process cached one."""
+    try:
+        from distributed import get_worker
+
+        worker: Any = get_worker()
+    except (ImportError, ValueError):  # not inside a Dask worker
+        worker = None
+    held = getattr(worker, _WORKER_ATTR, {}) if worker is not None else {}
+    model = held.get((url, content_id))
+    return model if model is not None else cached_model(url, content_id, inference_device())
+
+
+@functools.cache
+def plugin_class() -> type:
+    """The `distributed.WorkerPlugin` that loads the model once per worker (built lazily so importing
+    this module does not import distributed). Also importable as `somocloud.predict.ModelPlugin`."""
+    from distributed import WorkerPlugin
+
+    class ModelPlugin(WorkerPlugin):
+        """Loads the artifact at worker start (and on every restarted worker)."""
+
+        name = "somocloud-predict-model"
+
+        def __init__(self, url: str, content_id: str, options: Mapping[str, Mapping[str, Any]]) -> None:
+            self.url = url
+            self.content_id = content_id
+            self._options = {k: dict(v) for k, v in options.items()}  # storage options: never logged
+
+        def __repr__(self) -> str:
+            return f"ModelPlugin({self.url!r})"
+
+        def setup(self, worker: Any) -> None:
+            if self._options:
+                stores.set_runtime_options(self._options)
+            model = cached_model(self.url, self.content_id, inference_device())
+            setattr(worker, _WORKER_ATTR, {(self.url, self.content_id): model})
+
+        def teardown(self, worker: Any) -> None:
+            setattr(worker, _WORKER_ATTR, {})
+
+    ModelPlugin.__module__ = __name__
+    ModelPlugin.__qualname__ = "ModelPlugin"
+    return ModelPlugin
+
+
+def __getattr__(name: str) -> Any:
+    # `ModelPlugin` resolves lazily so pickles of the plugin refer to it by name.
+    if name == "ModelPlugin":
+        return plugin_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
