@@ -49,6 +49,31 @@ def fingerprint(url: str) -> str:
         return sha256_bytes(fh.read())
 
 
+# Settings that change how a step runs, not what it makes: left out of content ids, so that e.g. a
+# resumed prediction on another cluster or with another batch size keeps its finished tasks. Store URLs are
+# left out too: the inputs' own content ids say what was read.
+RUNTIME_ONLY = (
+    "stores",
+    "cluster",
+    "predict.batch_windows",
+    "predict.gpu",
+    "evaluate.cells_per_batch",
+    "ingest.parallel_min_files",
+    "ingest.files_per_task",
+)
+
+
+def _without_runtime(config: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(config))
+    for dotted in RUNTIME_ONLY:
+        *parents, last = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(last, None)
+    return out
+
+
 def provenance_attrs(cfg: RunConfig, step: str, inputs: Mapping[str, str]) -> dict[str, Any]:
     """Attributes for an output of `step`: version, resolved config, inputs with their content ids."""
     input_ids = {name: {"url": url, CONTENT_ID: fingerprint(url)} for name, url in sorted(inputs.items())}
@@ -59,6 +84,11 @@ def provenance_attrs(cfg: RunConfig, step: str, inputs: Mapping[str, str]) -> di
         "somocloud_config": json.dumps(config, sort_keys=True),
         "somocloud_inputs": json.dumps(input_ids, sort_keys=True),
         CONTENT_ID: sha256_json(
-            {"step": step, "config": config, "inputs": input_ids, "version": __version__}
+            {
+                "step": step,
+                "config": _without_runtime(config),
+                "inputs": {k: v[CONTENT_ID] for k, v in input_ids.items()},
+                "version": __version__,
+            }
         ),
     }

@@ -112,3 +112,13 @@ def test_cluster_factory_local_and_unknown_extras() -> None:
         cluster = client.cluster
         client.close()
         cluster.close()
+
+
+def test_content_id_ignores_runtime_settings_and_locations(tmp_path) -> None:
+    a = str(tmp_path / "a.zarr")
+    stores.write_zarr(xr.Dataset({"v": ("x", np.ones(2))}), a)
+    base = load_config(None, [f"stores.root={tmp_path}"])
+    moved = load_config(None, ["stores.root=s3://elsewhere/x", "cluster.n_workers=8", "predict.batch_windows=7"])
+    method = load_config(None, [f"stores.root={tmp_path}", "model.hidden_size=64"])
+    ids = [provenance.provenance_attrs(c, "predict", {"a": a})[provenance.CONTENT_ID] for c in (base, moved, method)]
+    assert ids[0] == ids[1] != ids[2]
