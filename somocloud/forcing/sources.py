@@ -34,6 +34,7 @@ Aggregation = Literal["mean", "sum"]
 HOURS_PER_DAY = 24
 _DECIMALS = 6  # same rounding as somocloud.grid, so 0.1-degree coordinates compare exactly
 _HOUR = np.timedelta64(1, "h")
+_READ_BUDGET_BYTES = 2**27  # hourly float64 values of one variable held per read (two reads in flight)
 
 
 class SourceError(ValueError):
@@ -240,11 +241,14 @@ def _axis_index(ds: xr.Dataset, coord: str, wanted: np.ndarray, resolution: floa
         raise SourceError(f"{url}: coordinate {coord!r} is missing")
     have = np.round(np.asarray(ds[coord].values, dtype="float64"), _DECIMALS)
     if have.size > 1:
-        steps = np.unique(np.round(np.abs(np.diff(have)), _DECIMALS))
-        if steps.size != 1 or not np.isclose(steps[0], resolution, rtol=0, atol=1e-6):
+        # The cell size is the smallest spacing; larger steps are allowed (a regional store in 0-360
+        # longitudes that straddles the meridian jumps from ~0 to ~360). Rounding leaves <= 1e-6 jitter.
+        steps = np.abs(np.diff(have))
+        cell = float(steps[steps > 0].min()) if (steps > 0).any() else 0.0
+        if abs(cell - resolution) > 2e-6:
             raise SourceError(
-                f"{url}: coordinate {coord!r} has spacing {steps.tolist()} degrees, the run grid needs a "
-                f"regular {resolution}; regridding is not supported yet"
+                f"{url}: coordinate {coord!r} has spacing {round(cell, _DECIMALS)} degrees, the run grid "
+                f"needs {resolution}; regridding is not supported yet"
             )
     target = np.asarray(wanted, dtype="float64")
     if coord == "longitude" and have.size and have.max() > 180.0:
@@ -290,6 +294,7 @@ class Era5Hourly:
         return out
 
     def validate(self, names: Sequence[str], first_day: dt.date, last_day: dt.date) -> None:
+        """See `HourlySource.validate`; reads metadata and the time coordinate only."""
         ds = self.dataset
         for var in self.source_variables(names):
             if var not in ds.data_vars:
@@ -327,6 +332,7 @@ class Era5Hourly:
             )
 
     def cell_index(self, grid: Grid) -> CellIndex:
+        """See `HourlySource.cell_index` and `era5_cell_index`."""
         return era5_cell_index(self.dataset, grid, self.url)
 
     def _hour_position(self, day: dt.date) -> int:
@@ -339,9 +345,8 @@ class Era5Hourly:
 
     def _read(self, var: str, start: int, stop: int, cells: CellIndex) -> np.ndarray:
         """Hours [start, stop) of `var` on the run grid's cells, (hours, nlat, nlon), float64."""
-        da = self.dataset[var].isel(
-            time=slice(start, stop), latitude=xr.Variable("lat", cells.lat), longitude=xr.Variable("lon", cells.lon)
-        )
+        # integer arrays on two axes are outer (orthogonal) indexing: zarr reads only the touched chunks
+        da = self.dataset[var].isel(time=slice(start, stop), latitude=cells.lat, longitude=cells.lon)
         return np.asarray(da.values, dtype="float64")
 
     def read_daily(
@@ -352,6 +357,7 @@ class Era5Hourly:
         cells: CellIndex,
         min_hours: int,
     ) -> dict[str, np.ndarray]:
+        """See `HourlySource.read_daily`: each source variable's hours are read once, in day blocks."""
         h0 = self._hour_position(first_day)
         out: dict[str, np.ndarray] = {}
         for name in names:
@@ -360,7 +366,9 @@ class Era5Hourly:
             def block(start: int, stop: int, entry: LexiconEntry = entry) -> np.ndarray:
                 return entry.hourly([self._read(v, h0 + start, h0 + stop, cells) for v in entry.sources])
 
-            out[name] = daily_series(block, entry, n_days, min_hours)
+            cells_per_hour = cells.lat.size * cells.lon.size * len(entry.sources)
+            days_per_read = _READ_BUDGET_BYTES // (HOURS_PER_DAY * cells_per_hour * 8)
+            out[name] = daily_series(block, entry, n_days, min_hours, days_per_read)
         return out
 
 
@@ -369,28 +377,33 @@ def daily_series(
     entry: LexiconEntry,
     n_days: int,
     min_hours: int,
+    days_per_read: int = 1,
 ) -> np.ndarray:
     """Daily values `(n_days, ...)` float32 of one lexicon entry.
 
     `read_hours(a, b)` gives the hourly canonical quantity for stamps [a, b), counted from the first
-    day's 00:00. Hours are read one day-aligned block at a time, so every stamp is read once (map-chunked
-    sources hold whole days or hours per chunk) and memory stays at about two days of maps. For
-    accumulations the first stamp of the next day's block closes the current day."""
-    days: list[np.ndarray] = []
-    current = read_hours(0, HOURS_PER_DAY)
-    for d in range(n_days):
-        if entry.aggregation == "mean":
-            hours = current
-            if d + 1 < n_days:
-                current = read_hours(HOURS_PER_DAY * (d + 1), HOURS_PER_DAY * (d + 2))
-        else:
-            # the next block starts with D+1 00:00, the last accumulation of day D
-            last = d + 1 == n_days
-            start = HOURS_PER_DAY * (d + 1)
-            following = read_hours(start, start + (1 if last else HOURS_PER_DAY))
+    day's 00:00. Hours are read in day-aligned blocks of `days_per_read` days, so every stamp is read once
+    (map-chunked sources hold whole days or single hours per chunk) and memory stays at two blocks. For
+    accumulations the first stamp of the next block closes the block's last day."""
+    h = HOURS_PER_DAY
+    step = max(1, days_per_read)
+    blocks = [(a, min(a + step, n_days)) for a in range(0, n_days, step)]
+    results: list[np.ndarray] = []
+    current = read_hours(h * blocks[0][0], h * blocks[0][1])
+    for k, (a, b) in enumerate(blocks):
+        following: np.ndarray | None = None
+        if k + 1 < len(blocks):
+            following = read_hours(h * blocks[k + 1][0], h * blocks[k + 1][1])
+        elif entry.aggregation == "sum":
+            following = read_hours(h * n_days, h * n_days + 1)  # the stamp closing the last day
+        if entry.aggregation == "sum" and following is not None:
             hours = np.concatenate([current[1:], following[:1]], axis=0)
-            current = following
+        else:
+            hours = current
+        per_day = np.moveaxis(hours.reshape(b - a, h, *hours.shape[1:]), 1, 0)  # (24, days, ...)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            days.append(aggregate_day(hours, entry.aggregation, min_hours) * entry.scale)
-    return np.stack(days).astype("float32")
+            results.append(aggregate_day(per_day, entry.aggregation, min_hours) * entry.scale)
+        if following is not None:
+            current = following
+    return np.concatenate(results, axis=0).astype("float32")
