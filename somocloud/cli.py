@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:  # Dask's INFO lines drown the pipeline's own
+        for name in ("distributed", "dask"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         cfg = _load(args)
     except ConfigError as exc:

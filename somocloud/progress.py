@@ -23,6 +23,20 @@ def track(
     from distributed import as_completed
 
     futures = list(futures)
+    if not futures:
+        return []
+    # The client is not the global default (cluster.make_client), so make it current for as_completed.
+    with futures[0].client.as_current():
+        return _track(futures, label, show, on_result, as_completed)
+
+
+def _track(
+    futures: list[Any],
+    label: str,
+    show: bool,
+    on_result: Callable[[Any], None] | None,
+    as_completed: Callable[..., Any],
+) -> list[Any]:
     total = len(futures)
     start = time.monotonic()
     results = []

@@ -73,11 +73,11 @@ def tiny_config(root: str, **sections: Any) -> RunConfig:
 @pytest.fixture(scope="session")
 def dask_client() -> Iterator[Any]:
     """A 2-process LocalCluster shared by the tests that need distributed work."""
-    from distributed import Client, LocalCluster
+    from somocloud.cluster import make_client
+    from somocloud.config import ClusterConfig
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
-    client = Client(cluster)
+    client = make_client(ClusterConfig(kind="local", n_workers=2, threads_per_worker=1))
+    cluster = client.cluster
     try:
         yield client
     finally:

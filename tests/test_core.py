@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -108,6 +110,8 @@ def test_cluster_factory_local_and_unknown_extras() -> None:
     try:
         assert client.submit(lambda x: x + 1, 1).result() == 2
         assert len(client.scheduler_info()["workers"]) == 1
+        env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+        assert list(env.values()) == [(None, "1")]  # torch-friendly malloc, threads still capped
     finally:
         cluster = client.cluster
         client.close()
