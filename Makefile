@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check somocloud tests benchmarks
+	$(BIN)/ruff format --check somocloud tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -21,8 +21,11 @@ import psutil
 def run_once(root: str) -> tuple[float, float, float]:
     shutil.rmtree(root, ignore_errors=True)
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "somocloud", "demo", "--root", root, "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "somocloud", "demo", "--root", root, "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parent = psutil.Process(proc.pid)
     peak_total = peak_single = 0.0
     while proc.poll() is None:
@@ -48,9 +51,11 @@ def main() -> None:
     results = [run_once(args.root) for _ in range(args.runs)]
     for i, (wall, tot, single) in enumerate(results, 1):
         print(f"run {i}: wall {wall:.1f} s, peak RSS tree {tot:.2f} GiB, largest process {single:.2f} GiB")
-    print(f"median of {args.runs}: wall {statistics.median(r[0] for r in results):.1f} s, "
-          f"peak RSS tree {statistics.median(r[1] for r in results):.2f} GiB, "
-          f"largest process {statistics.median(r[2] for r in results):.2f} GiB")
+    print(
+        f"median of {args.runs}: wall {statistics.median(r[0] for r in results):.1f} s, "
+        f"peak RSS tree {statistics.median(r[1] for r in results):.2f} GiB, "
+        f"largest process {statistics.median(r[2] for r in results):.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

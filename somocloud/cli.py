@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=spec.help)
         _common(p, config_required=False)
         if name == "predict":
-            p.add_argument("--parts", type=_parse_parts, help="run only share i of N of the tasks, without Dask")
+            p.add_argument(
+                "--parts", type=_parse_parts, help="run only share i of N of the tasks, without Dask"
+            )
     return parser
 
 

@@ -43,7 +43,9 @@ def test_wrong_schema_version_fails() -> None:
 
 
 def test_overrides_apply_and_are_typed() -> None:
-    cfg = load_config(embedded_config("demo.yaml"), ["train.epochs=3", "period.end=2020-06-30", "stores.root=s3://b/x"])
+    cfg = load_config(
+        embedded_config("demo.yaml"), ["train.epochs=3", "period.end=2020-06-30", "stores.root=s3://b/x"]
+    )
     assert cfg.train.epochs == 3
     assert str(cfg.period.end) == "2020-06-30"
     assert cfg.store("product") == "s3://b/x/product/soil_moisture.zarr"
@@ -67,7 +69,9 @@ def test_resolved_config_round_trips() -> None:
 
 
 def test_lookback_start() -> None:
-    cfg = RunConfig.model_validate({"period": {"start": "2000-01-01", "end": "2000-12-31"}, "model": {"seq_length": 365}})
+    cfg = RunConfig.model_validate(
+        {"period": {"start": "2000-01-01", "end": "2000-12-31"}, "model": {"seq_length": 365}}
+    )
     assert str(cfg.lookback_start) == "1999-01-02"
 
 

@@ -16,7 +16,11 @@ from somocloud.layers import reference_weights
 
 @pytest.mark.parametrize("scheme", ["plain", "file", "memory"])
 def test_zarr_round_trip_and_attrs(tmp_path, scheme) -> None:
-    url = {"plain": str(tmp_path / "a.zarr"), "file": f"file://{tmp_path}/b.zarr", "memory": "memory://core/c.zarr"}[scheme]
+    url = {
+        "plain": str(tmp_path / "a.zarr"),
+        "file": f"file://{tmp_path}/b.zarr",
+        "memory": "memory://core/c.zarr",
+    }[scheme]
     ds = xr.Dataset({"v": (("x",), np.arange(4, dtype="float32"))}, attrs={"k": 1})
     stores.write_zarr(ds, url)
     stores.update_zarr_attrs(url, {"complete": True})
@@ -110,7 +114,9 @@ def test_cluster_factory_local_and_unknown_extras() -> None:
     try:
         assert client.submit(lambda x: x + 1, 1).result() == 2
         assert len(client.scheduler_info()["workers"]) == 1
-        env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+        env = client.run(
+            lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"))
+        )
         assert list(env.values()) == [(None, "1")]  # torch-friendly malloc, threads still capped
     finally:
         cluster = client.cluster
@@ -122,7 +128,12 @@ def test_content_id_ignores_runtime_settings_and_locations(tmp_path) -> None:
     a = str(tmp_path / "a.zarr")
     stores.write_zarr(xr.Dataset({"v": ("x", np.ones(2))}), a)
     base = load_config(None, [f"stores.root={tmp_path}"])
-    moved = load_config(None, ["stores.root=s3://elsewhere/x", "cluster.n_workers=8", "predict.batch_windows=7"])
+    moved = load_config(
+        None, ["stores.root=s3://elsewhere/x", "cluster.n_workers=8", "predict.batch_windows=7"]
+    )
     method = load_config(None, [f"stores.root={tmp_path}", "model.hidden_size=64"])
-    ids = [provenance.provenance_attrs(c, "predict", {"a": a})[provenance.CONTENT_ID] for c in (base, moved, method)]
+    ids = [
+        provenance.provenance_attrs(c, "predict", {"a": a})[provenance.CONTENT_ID]
+        for c in (base, moved, method)
+    ]
     assert ids[0] == ids[1] != ids[2]

@@ -32,7 +32,11 @@ def _check_product(product: xr.Dataset, land: np.ndarray) -> None:
 
 def _heldout_truth_anomaly_r(summary: dict) -> float:
     """Median anomaly r of the product against the true layer-1 soil moisture at held-out stations."""
-    rows = [r for r in summary["rows"] if r["reference"] == "truth" and r["split"] == "holdout" and r["depth"] == 0.05]
+    rows = [
+        r
+        for r in summary["rows"]
+        if r["reference"] == "truth" and r["split"] == "holdout" and r["depth"] == 0.05
+    ]
     assert rows, summary
     return float(rows[0]["anomaly_r"])
 
@@ -54,8 +58,9 @@ def test_every_verb_runs_alone_through_the_cli(tmp_path: Path) -> None:
     assert json.loads(Path(cfg.store("stac"), "collection.json").read_text())["id"] == "somocloud-tiny"
 
 
-def test_tiny_world_on_s3_opened_by_analysts(s3_endpoint: str, caplog: pytest.LogCaptureFixture,
-                                             capfd: pytest.CaptureFixture[str]) -> None:
+def test_tiny_world_on_s3_opened_by_analysts(
+    s3_endpoint: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     import intake
 
     caplog.set_level("DEBUG")

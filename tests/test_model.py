@@ -40,7 +40,7 @@ def test_cell_equations_by_hand() -> None:
     x_d, x_s = torch.randn(1, 1, 2), torch.randn(1, 3)
     cell = m.lstm
     i = torch.sigmoid(x_s @ cell.weight_sh + cell.bias_s)
-    f, o, g = (x_d[:, 0] @ cell.weight_ih + cell.bias).split(4, dim=1)
+    _f, o, g = (x_d[:, 0] @ cell.weight_ih + cell.bias).split(4, dim=1)
     c = i * torch.tanh(g)  # σ(f)·c0 vanishes
     h = torch.sigmoid(o) * torch.tanh(c)
     torch.testing.assert_close(cell(x_d, x_s)[:, 0], h)
@@ -72,9 +72,15 @@ def test_window_view_is_the_trailing_window() -> None:
 
 
 def _card(n_members: int) -> ModelCard:
-    layer = LayerCard(0.05, ["log_tp", "t2m", "snr", "ssrd", "q", "skt"], [f"s{i}" for i in range(10)],
-                      target_mean=0.25, target_std=0.1,
-                      members=[f"layer1/member{k}.pt" for k in range(n_members)], seeds=list(range(n_members)))
+    layer = LayerCard(
+        0.05,
+        ["log_tp", "t2m", "snr", "ssrd", "q", "skt"],
+        [f"s{i}" for i in range(10)],
+        target_mean=0.25,
+        target_std=0.1,
+        members=[f"layer1/member{k}.pt" for k in range(n_members)],
+        seeds=list(range(n_members)),
+    )
     return ModelCard(16, 0.5, 30, 5.0, "exact", {"mean": {}, "std": {}}, [layer])
 
 
@@ -82,8 +88,12 @@ def _card(n_members: int) -> ModelCard:
 def test_artifact_round_trip(tmp_path, root) -> None:
     url = str(tmp_path / "model") if root == "local" else "memory://artifacts/model"
     nets = [_random_model(k) for k in range(2)]
-    cid = save_artifact(url, _card(2), {f"layer1/member{k}.pt": n.state_dict() for k, n in enumerate(nets)},
-                        {"split.json": {"train_cells": [[0, 1]]}})
+    cid = save_artifact(
+        url,
+        _card(2),
+        {f"layer1/member{k}.pt": n.state_dict() for k, n in enumerate(nets)},
+        {"split.json": {"train_cells": [[0, 1]]}},
+    )
     assert stores.read_json(stores.join(url, "manifest.json"))["content_id"] == cid
     loaded = load_artifact(url)
     assert loaded.content_id == cid and len(loaded.members[0]) == 2
@@ -92,9 +102,13 @@ def test_artifact_round_trip(tmp_path, root) -> None:
     expected = torch.stack([torch.clamp(n(x_d, x_s) * 0.1 + 0.25, min=0) for n in nets])
     assert (out - expected).abs().max().item() < 1e-5
     # same weights → same id; different weights → different id
-    again = save_artifact(url, _card(2), {f"layer1/member{k}.pt": n.state_dict() for k, n in enumerate(nets)}, {})
+    again = save_artifact(
+        url, _card(2), {f"layer1/member{k}.pt": n.state_dict() for k, n in enumerate(nets)}, {}
+    )
     assert again == cid
-    other = save_artifact(url, _card(2), {f"layer1/member{k}.pt": _random_model(9 + k).state_dict() for k in range(2)}, {})
+    other = save_artifact(
+        url, _card(2), {f"layer1/member{k}.pt": _random_model(9 + k).state_dict() for k in range(2)}, {}
+    )
     assert other != cid
 
 
@@ -102,8 +116,8 @@ def test_corrupted_artifact_fails_loudly(tmp_path) -> None:
     url = str(tmp_path / "model")
     save_artifact(url, _card(1), {"layer1/member0.pt": _random_model().state_dict()}, {})
     stores.write_bytes(stores.join(url, "layer1/member0.pt"), b"garbage")
-    with pytest.raises(ValueError, match="member0.pt does not match"):
+    with pytest.raises(ValueError, match=r"member0\.pt does not match"):
         load_artifact(url)
     stores.remove(stores.join(url, "manifest.json"))
-    with pytest.raises(FileNotFoundError, match="manifest.json missing"):
+    with pytest.raises(FileNotFoundError, match=r"manifest\.json missing"):
         load_artifact(url)
