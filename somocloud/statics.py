@@ -27,8 +27,8 @@ import xarray as xr
 from somocloud import provenance, stores
 from somocloud.config import RunConfig
 from somocloud.context import Context
-from somocloud.forcing.sources import SourceError, era5_cell_index
-from somocloud.grid import Grid
+from somocloud.grid import Grid, source_cell_index
+from somocloud.stores import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def build_statics(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     dem_ds = _open_checked(inputs["dem"], ("elevation",), ("latitude", "longitude"), {"elevation": "m"})
     forcing_ds = _open_forcing(inputs["forcing"], grid)
 
-    cells = era5_cell_index(static_ds, grid, inputs["static_inputs"])
+    cells = source_cell_index(static_ds, grid, inputs["static_inputs"])
     data: dict[str, np.ndarray] = {}
     # the DEM first: its layout checks are cheap, the long-term forcing means are the costly part
     data["elev_mean"], data["elev_std"] = dem_block_stats(dem_ds, grid, inputs["dem"])
@@ -102,7 +102,7 @@ def dem_block_stats(dem: xr.Dataset, grid: Grid, url: str) -> tuple[np.ndarray, 
     Rows are read in bands so that a 1 km global DEM never sits in memory at once."""
     factor = dem_factor(dem, grid.resolution, url)
     fine = Grid(grid.resolution / factor, grid.lat_min, grid.lat_max, grid.lon_min, grid.lon_max)
-    cells = era5_cell_index(dem, fine, url)
+    cells = source_cell_index(dem, fine, url)
     mean = np.full(grid.shape, np.nan, dtype="float32")
     std = np.full(grid.shape, np.nan, dtype="float32")
     rows_per_band = max(1, _BAND_VALUES // (factor * factor * grid.nlon))
@@ -123,7 +123,7 @@ def dem_factor(dem: xr.Dataset, resolution: float, url: str) -> int:
     for coord in ("latitude", "longitude"):
         values = np.asarray(dem[coord].values, dtype="float64")
         if values.size < 2:
-            raise SourceError(
+            raise StoreError(
                 f"{url}: coordinate {coord!r} has fewer than 2 values; cannot infer its resolution"
             )
         steps = np.abs(np.diff(values))
@@ -131,13 +131,13 @@ def dem_factor(dem: xr.Dataset, resolution: float, url: str) -> int:
         step = float(steps[steps > 0].min()) if (steps > 0).any() else 0.0
         ratio = resolution / step if step > 0 else 0.0
         if step <= 0 or round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-3 * ratio:
-            raise SourceError(
+            raise StoreError(
                 f"{url}: coordinate {coord!r} has resolution {step:g} degrees, not an integer fraction of "
                 f"the run grid's {resolution:g}"
             )
         factors.append(round(ratio))
     if factors[0] != factors[1]:
-        raise SourceError(f"{url}: latitude and longitude resolutions differ (factors {factors}) ")
+        raise StoreError(f"{url}: latitude and longitude resolutions differ (factors {factors}) ")
     return int(factors[0])
 
 
@@ -161,12 +161,12 @@ def _open_checked(
     ds = stores.open_zarr(url, chunks=None)
     for name in names:
         if name not in ds.data_vars:
-            raise SourceError(f"{url}: variable {name!r} is missing")
+            raise StoreError(f"{url}: variable {name!r} is missing")
         if ds[name].dims != dims:
-            raise SourceError(f"{url}: variable {name!r} has dims {ds[name].dims}, expected {dims}")
+            raise StoreError(f"{url}: variable {name!r} has dims {ds[name].dims}, expected {dims}")
         have = ds[name].attrs.get("units")
         if units and name in units and have is not None and have != units[name]:
-            raise SourceError(f"{url}: variable {name!r} has units {have!r}, expected {units[name]!r}")
+            raise StoreError(f"{url}: variable {name!r} has units {have!r}, expected {units[name]!r}")
     return ds
 
 
@@ -174,15 +174,15 @@ def _open_forcing(url: str, grid: Grid) -> xr.Dataset:
     ds = stores.open_zarr(url)
     for name, units in FORCING_UNITS.items():
         if name not in ds.data_vars:
-            raise SourceError(f"{url}: variable {name!r} is missing")
+            raise StoreError(f"{url}: variable {name!r} is missing")
         if ds[name].attrs.get("units") != units:
-            raise SourceError(
+            raise StoreError(
                 f"{url}: variable {name!r} has units {ds[name].attrs.get('units')!r}, expected {units!r}"
             )
     for coord, wanted in (("lat", grid.lat), ("lon", grid.lon)):
         have = np.round(np.asarray(ds[coord].values, dtype="float64"), 6) if coord in ds.coords else None
         if have is None or have.shape != wanted.shape or not np.array_equal(have, wanted):
-            raise SourceError(f"{url}: coordinate {coord!r} does not match the run grid; rerun `forcing`")
+            raise StoreError(f"{url}: coordinate {coord!r} does not match the run grid; rerun `forcing`")
     return ds
 
 

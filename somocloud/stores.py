@@ -22,6 +22,11 @@ import xarray as xr
 # it deliberately (one metadata read per open on object stores), so the warning is noise.
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
 
+
+class StoreError(ValueError):
+    """A store that cannot be used as an input: the message names the store and the variable or coordinate."""
+
+
 ENDPOINT_ENV = ("SOMOCLOUD_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 # Run-time options per protocol (e.g. {"s3": {"anon": True}}), set by API users; process-local.

@@ -25,13 +25,13 @@ from somocloud.forcing.build import intermediate_url, plan_day_tasks
 from somocloud.forcing.sources import (
     ERA5_LEXICON,
     ERA5_UNITS,
-    SourceError,
     aggregate_day,
     daily_series,
     get_source,
     specific_humidity,
 )
 from somocloud.layers import FORCING_VARIABLES, REFERENCE_VARIABLES
+from somocloud.stores import StoreError
 
 # Run grid: 3 x 4 cells of 1 degree straddling the Greenwich meridian (lon -2..2 → 358.5, 359.5, 0.5, 1.5).
 GRID = {"resolution": 1.0, "lat_min": 10.0, "lat_max": 13.0, "lon_min": -2.0, "lon_max": 2.0}
@@ -435,7 +435,7 @@ def test_bad_source_is_rejected_before_any_work(tmp_path: Path, kind: str, patte
         times=times,
         lon=SRC_LON * 0.5 if kind == "grid" else None,
     )
-    with pytest.raises(SourceError, match=pattern) as err:
+    with pytest.raises(StoreError, match=pattern) as err:  # SourceError is a StoreError
         run_forcing_build(cfg, Context(show_progress=False))  # no client: validation must come first
     assert url in str(err.value)
     assert not stores.exists(cfg.store("forcing"))
@@ -444,7 +444,7 @@ def test_bad_source_is_rejected_before_any_work(tmp_path: Path, kind: str, patte
 def test_source_without_the_run_grid_cells_is_rejected(tmp_path: Path) -> None:
     cfg, url = _bad(tmp_path, lon=SRC_LON + 0.25)  # same resolution, centres shifted by a quarter cell
     with pytest.raises(
-        SourceError, match=r"coordinate 'longitude' lacks 4 of the run grid's 4 cell centres"
+        StoreError, match=r"coordinate 'longitude' lacks 4 of the run grid's 4 cell centres"
     ) as err:
         run_forcing_build(cfg, Context(show_progress=False))
     assert url in str(err.value)

@@ -16,9 +16,9 @@ import xarray as xr
 from somocloud import stores
 from somocloud.config import RunConfig, config_from_dict
 from somocloud.context import Context
-from somocloud.forcing.sources import SourceError
 from somocloud.grid import Grid
 from somocloud.statics import build_statics
+from somocloud.stores import StoreError
 
 # Run grid: 2 x 3 cells of 1 degree, lat 40..42, lon -1..2 (ERA5 longitudes 359.5, 0.5, 1.5).
 GRID = {"resolution": 1.0, "lat_min": 40.0, "lat_max": 42.0, "lon_min": -1.0, "lon_max": 2.0}
@@ -140,9 +140,7 @@ def test_statics_values_and_layout(cfg: RunConfig) -> None:
 
 def test_dem_not_an_integer_fraction_is_rejected(cfg: RunConfig) -> None:
     write_dem(cfg.store("dem"), step=0.4)
-    with pytest.raises(
-        SourceError, match=r"coordinate 'latitude' has resolution 0.4 degrees, not an integer"
-    ):
+    with pytest.raises(StoreError, match=r"coordinate 'latitude' has resolution 0.4 degrees, not an integer"):
         build_statics(cfg, Context(show_progress=False))
     assert not stores.exists(cfg.store("statics"))
 
@@ -159,13 +157,13 @@ def test_dem_with_a_finer_integer_factor(cfg: RunConfig) -> None:
 
 def test_missing_static_variable_names_store_and_variable(cfg: RunConfig) -> None:
     write_static_inputs(cfg.store("static_inputs"), drop="porosity_mid")
-    with pytest.raises(SourceError, match=r"variable 'porosity_mid' is missing") as err:
+    with pytest.raises(StoreError, match=r"variable 'porosity_mid' is missing") as err:
         build_statics(cfg, Context(show_progress=False))
     assert cfg.store("static_inputs") in str(err.value)
 
 
 def test_forcing_on_another_grid_is_rejected(cfg: RunConfig) -> None:
     write_forcing(cfg.store("forcing"), lat=np.array([40.25, 41.25]))
-    with pytest.raises(SourceError, match=r"coordinate 'lat' does not match the run grid") as err:
+    with pytest.raises(StoreError, match=r"coordinate 'lat' does not match the run grid") as err:
         build_statics(cfg, Context(show_progress=False))
     assert cfg.store("forcing") in str(err.value)

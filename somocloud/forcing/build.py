@@ -42,8 +42,8 @@ import xarray as xr
 from somocloud import __version__, provenance, stores
 from somocloud.config import RunConfig
 from somocloud.context import Context, select_parts
-from somocloud.forcing.sources import CellIndex, HourlySource, LexiconEntry, get_source
-from somocloud.grid import Grid, Tile
+from somocloud.forcing.sources import HourlySource, LexiconEntry, get_source
+from somocloud.grid import CellIndex, Grid, Tile
 from somocloud.layers import FORCING_VARIABLES, REFERENCE_VARIABLES
 
 log = logging.getLogger(__name__)
