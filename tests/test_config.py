@@ -78,3 +78,15 @@ def test_lookback_start() -> None:
 def test_grid_edges_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="lat_max"):
         load_config(None, ["grid.lat_min=10", "grid.lat_max=5"])
+
+
+def test_cli_overrides_anywhere_and_errors_before_work(capsys: pytest.CaptureFixture[str]) -> None:
+    from somocloud.cli import main
+
+    assert main(["config", "train.epochs=3", "--no-progress", "model.dropout=0.3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["train"]["epochs"] == 3 and out["model"]["dropout"] == 0.3
+    assert main(["train", "--no-progress", "train.epochs=many"]) == 2  # before any work: no cluster started
+    assert "train.epochs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["config", "--bogus-flag"])
