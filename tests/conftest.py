@@ -60,7 +60,7 @@ def tiny_config(root: str, **sections: Any) -> RunConfig:
         "model": {"hidden_size": 16, "dropout": 0.1, "seq_length": 45},
         "train": {
             "epochs": 4,
-            "batch_size": 128,
+            "batch_size": 64,
             "learning_rate": 0.01,
             "max_windows_per_epoch": 2048,
             "n_members": 2,
