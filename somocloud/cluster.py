@@ -50,7 +50,7 @@ def _local(cfg: ClusterConfig) -> Any:
             threads_per_worker=cfg.threads_per_worker,
             memory_limit=cfg.memory_limit,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: several local clusters may run side by side
             silence_logs=logging.ERROR,
         )
     return Client(cluster, set_as_default=False)

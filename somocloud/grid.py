@@ -83,6 +83,21 @@ class Grid:
             for j0 in range(0, self.nlon, size)
         ]
 
+    def check(self, ds: xr.Dataset, url: str, producer: str | None = None) -> None:
+        """`StoreError` unless `ds` has exactly this grid's `lat`/`lon` coordinates (6 decimals)."""
+        for coord, wanted in (("lat", self.lat), ("lon", self.lon)):
+            have = (
+                np.round(np.asarray(ds[coord].values, dtype="float64"), _DECIMALS)
+                if coord in ds.coords
+                else None
+            )
+            if have is None or have.shape != wanted.shape or not np.array_equal(have, wanted):
+                hint = f"; rerun `{producer}` with this config" if producer else ""
+                raise StoreError(
+                    f"{url}: coordinate {coord!r} does not match the run grid "
+                    f"({wanted.size} cells from {wanted[0]}){hint}"
+                )
+
     def coords(self) -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
         """xarray coordinates `lat`, `lon` with CF attributes."""
         return {

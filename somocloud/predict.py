@@ -258,25 +258,14 @@ def required_forcing(card: ModelCard, model_url: str) -> tuple[str, ...]:
     return tuple(sorted(needed))
 
 
-def _check_grid(ds: xr.Dataset, grid: Grid, url: str, step: str) -> None:
-    for coord, wanted in (("lat", grid.lat), ("lon", grid.lon)):
-        have = np.round(np.asarray(ds[coord].values, dtype="float64"), 6) if coord in ds.coords else None
-        if have is None or have.shape != wanted.shape or not np.array_equal(have, wanted):
-            raise ValueError(f"{url}: coordinate {coord!r} does not match the run grid; rerun `{step}`")
-
-
 def check_forcing(
     url: str, grid: Grid, variables: Sequence[str], start: dt.date, end: dt.date, seq_length: int
 ) -> int:
     """Check the forcing cube (variables, dims, grid, daily days covering the lookback); returns the
     time index of `start`."""
     ds = stores.open_zarr(url, chunks=None)
-    for name in variables:
-        if name not in ds.data_vars:
-            raise ValueError(f"{url}: forcing variable {name!r} is missing")
-        if set(ds[name].dims) != {"time", "lat", "lon"}:
-            raise ValueError(f"{url}: variable {name!r} has dims {ds[name].dims}, expected (time, lat, lon)")
-    _check_grid(ds, grid, url, "forcing")
+    stores.check_variables(ds, url, variables, ("time", "lat", "lon"))
+    grid.check(ds, url, "forcing")
     first = start - dt.timedelta(days=seq_length - 1)
     needed = product_days(first, end)
     have = np.asarray(ds["time"].values).astype("datetime64[ns]")
@@ -292,12 +281,8 @@ def check_forcing(
 def check_statics(url: str, grid: Grid, variables: Sequence[str]) -> None:
     """The statics store must hold `land_mask` and every static input on the run grid."""
     ds = stores.open_zarr(url, chunks=None)
-    for name in ("land_mask", *variables):
-        if name not in ds.data_vars:
-            raise ValueError(f"{url}: static variable {name!r} is missing")
-        if set(ds[name].dims) != {"lat", "lon"}:
-            raise ValueError(f"{url}: variable {name!r} has dims {ds[name].dims}, expected (lat, lon)")
-    _check_grid(ds, grid, url, "statics")
+    stores.check_variables(ds, url, ("land_mask", *variables), ("lat", "lon"))
+    grid.check(ds, url, "statics")
 
 
 # ------------------------------------------------------------------------------------- template

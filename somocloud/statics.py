@@ -157,32 +157,16 @@ def climate_indices(forcing: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
 def _open_checked(
     url: str, names: tuple[str, ...], dims: tuple[str, ...], units: dict[str, str] | None = None
 ) -> xr.Dataset:
-    """Open a raster input; every variable must be present with `dims` (and `units`, where it has any)."""
+    """Open a raster input; every variable must be present with `dims` (and `units`, where given)."""
     ds = stores.open_zarr(url, chunks=None)
-    for name in names:
-        if name not in ds.data_vars:
-            raise StoreError(f"{url}: variable {name!r} is missing")
-        if ds[name].dims != dims:
-            raise StoreError(f"{url}: variable {name!r} has dims {ds[name].dims}, expected {dims}")
-        have = ds[name].attrs.get("units")
-        if units and name in units and have is not None and have != units[name]:
-            raise StoreError(f"{url}: variable {name!r} has units {have!r}, expected {units[name]!r}")
+    stores.check_variables(ds, url, names, dims, units)
     return ds
 
 
 def _open_forcing(url: str, grid: Grid) -> xr.Dataset:
     ds = stores.open_zarr(url)
-    for name, units in FORCING_UNITS.items():
-        if name not in ds.data_vars:
-            raise StoreError(f"{url}: variable {name!r} is missing")
-        if ds[name].attrs.get("units") != units:
-            raise StoreError(
-                f"{url}: variable {name!r} has units {ds[name].attrs.get('units')!r}, expected {units!r}"
-            )
-    for coord, wanted in (("lat", grid.lat), ("lon", grid.lon)):
-        have = np.round(np.asarray(ds[coord].values, dtype="float64"), 6) if coord in ds.coords else None
-        if have is None or have.shape != wanted.shape or not np.array_equal(have, wanted):
-            raise StoreError(f"{url}: coordinate {coord!r} does not match the run grid; rerun `forcing`")
+    stores.check_variables(ds, url, FORCING_UNITS, ("time", "lat", "lon"), FORCING_UNITS)
+    grid.check(ds, url, "forcing")
     return ds
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import posixpath
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import fsspec
@@ -147,6 +147,28 @@ def zarr_kwargs(url: str) -> dict[str, Any]:
 def zarr_url(url: str) -> str:
     """The URL as zarr wants it: local paths without `file://` (zarr then creates folders itself)."""
     return url.removeprefix("file://") if protocol(url) == "file" else url
+
+
+def check_variables(
+    ds: xr.Dataset,
+    url: str,
+    names: Iterable[str],
+    dims: Iterable[str],
+    units: Mapping[str, str] | None = None,
+) -> None:
+    """`StoreError` naming the store and variable unless every one of `names` is in `ds` with the
+    dimensions `dims` (in any order) and, where `units` names it, that `units` attribute."""
+    want = set(dims)
+    for name in names:
+        if name not in ds.data_vars:
+            raise StoreError(f"{url}: variable {name!r} is missing (have {sorted(map(str, ds.data_vars))})")
+        if set(map(str, ds[name].dims)) != want:
+            raise StoreError(
+                f"{url}: variable {name!r} has dims {ds[name].dims}, expected {tuple(sorted(want))}"
+            )
+        have = ds[name].attrs.get("units")
+        if units and name in units and have != units[name]:
+            raise StoreError(f"{url}: variable {name!r} has units {have!r}, expected {units[name]!r}")
 
 
 def open_zarr(url: str, **kwargs: Any) -> xr.Dataset:

@@ -352,25 +352,6 @@ def _select_days(ds: xr.Dataset, url: str, start: dt.date, end: dt.date) -> xr.D
     return sub
 
 
-def _check_grid(ds: xr.Dataset, url: str, grid: Grid) -> None:
-    for name, want in (("lat", grid.lat), ("lon", grid.lon)):
-        if name not in ds.coords:
-            raise ValueError(f"{url}: no `{name}` coordinate")
-        have = ds[name].values
-        if have.shape != want.shape or not np.allclose(have, want, atol=1e-6):
-            raise ValueError(
-                f"{url}: `{name}` does not match the run grid ({want.size} cells from {want[0]})"
-            )
-
-
-def _require(ds: xr.Dataset, url: str, names: list[str], dims: set[str]) -> None:
-    for name in names:
-        if name not in ds.data_vars:
-            raise ValueError(f"{url}: variable `{name}` is missing (have {sorted(map(str, ds.data_vars))})")
-        if set(map(str, ds[name].dims)) != dims:
-            raise ValueError(f"{url}: variable `{name}` has dims {ds[name].dims}, expected {sorted(dims)}")
-
-
 @dataclass
 class Targets:
     """The targets store's cells and values.
@@ -389,7 +370,7 @@ class Targets:
 def read_targets(url: str, grid: Grid, start: dt.date, end: dt.date) -> Targets:
     """Read the `targets` store (cell, time, depth) and check it against the grid and the layers."""
     ds = stores.open_zarr(url, chunks=None)
-    _require(ds, url, [TARGET_VARIABLE], {"cell", "time", "depth"})
+    stores.check_variables(ds, url, [TARGET_VARIABLE], ("cell", "time", "depth"))
     for name in ("row", "col"):
         if name not in ds.coords or ds[name].dims != ("cell",):
             raise ValueError(f"{url}: per-cell coordinate `{name}` (dim `cell`) is missing")
@@ -427,8 +408,8 @@ def read_pixels(
         days: First and last day to read, all of which must be present.
     """
     ds = stores.open_zarr(url)
-    _require(ds, url, names, {"time", "lat", "lon"} if days else {"lat", "lon"})
-    _check_grid(ds, url, grid)
+    stores.check_variables(ds, url, names, ("time", "lat", "lon") if days else ("lat", "lon"))
+    grid.check(ds, url)
     sub = ds[names]
     if days is not None:
         sub = _select_days(sub, url, *days)

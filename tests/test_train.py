@@ -317,7 +317,7 @@ def test_missing_forcing_variable_is_named(world: dict[str, Any], client: Any, t
     ds = stores.open_zarr(str(world["base"] / "world" / "forcing.zarr")).drop_vars("skt")
     cfg.stores.forcing = str(tmp_path / "forcing.zarr")
     stores.write_zarr(ds, cfg.stores.forcing)
-    with pytest.raises(ValueError, match=r"forcing\.zarr: variable `skt` is missing"):
+    with pytest.raises(ValueError, match=r"forcing\.zarr: variable 'skt' is missing"):
         train(cfg, Context(client=client, show_progress=False))
 
 
