@@ -52,7 +52,14 @@ def test_every_verb_runs_alone_through_the_cli(tmp_path: Path) -> None:
         )  # fmt: skip
         assert proc.returncode == 0, f"{verb} failed:\n{proc.stderr[-3000:]}"
     statics = xr.open_zarr(cfg.store("statics"))
-    _check_product(xr.open_zarr(cfg.store("product")), statics["land_mask"].values.astype(bool))
+    product = xr.open_zarr(cfg.store("product"))
+    _check_product(product, statics["land_mask"].values.astype(bool))
+    for name in ("forcing", "reference_sm", "statics", "insitu", "targets", "product"):
+        attrs = stores.zarr_attrs(cfg.store(name))
+        assert json.loads(attrs["somocloud_config"])["name"] == "somocloud-tiny", name
+        assert attrs["somocloud_version"] and len(attrs["somocloud_content_id"]) == 64, name
+    manifest = stores.read_json(stores.join(cfg.store("model"), "manifest.json"))
+    assert product.attrs["model_content_id"] == manifest["content_id"]
     summary = json.loads(Path(cfg.store("evaluation"), "summary.json").read_text())
     assert _heldout_truth_anomaly_r(summary) > 0.3
     assert json.loads(Path(cfg.store("stac"), "collection.json").read_text())["id"] == "somocloud-tiny"
