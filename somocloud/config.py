@@ -85,7 +85,7 @@ class StoresConfig(Section):
     dem: str | None = None
     """Input: digital elevation model Zarr (`elevation`, m) on a grid finer than the run grid."""
     ismn: str | None = None
-    """Input: folder of ISMN station files (header+values `.stm` layout)."""
+    """Input: in-situ station data: a folder (or zip) of ISMN files in any layout, zip archives, or USCRN tables."""
     truth: str | None = None
     """Optional input: true soil moisture (synthetic world only), used by `evaluate`."""
     forcing: str | None = None
@@ -152,6 +152,18 @@ class IngestConfig(Section):
     """With more station files than this, files are read on the Dask cluster; fewer are read in-process."""
     files_per_task: int = Field(50, ge=1)
     """Station files read by one Dask task (when reading on the cluster)."""
+    max_bad_line_fraction: float = Field(0.5, ge=0, le=1)
+    """A file with a larger share of bad record lines is quarantined whole (its good lines are suspect)."""
+
+
+class TargetsConfig(Section):
+    """Training targets: in-situ daily series rescaled to the reference soil moisture (SoMo.ml Methods)."""
+
+    min_overlap_days: int = Field(60, ge=2)
+    """A series is used for a layer only if it and the reference both have a value on at least this
+    many days of `period.start`..`period.end`: the mean and std it is rescaled with come from those
+    days. 60 applies the paper's "two months of data" to the overlap (ingest's `min_days` applies it
+    to the whole record, which may lie mostly outside the period)."""
 
 
 class ForcingConfig(Section):
@@ -334,6 +346,8 @@ class RunConfig(Section):
     """Synthetic world (demo and tests)."""
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     """In-situ quality control."""
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    """Training targets (rescaling to the reference)."""
     forcing: ForcingConfig = Field(default_factory=ForcingConfig)
     """Forcing build."""
     model: ModelConfig = Field(default_factory=ModelConfig)

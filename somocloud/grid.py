@@ -70,9 +70,13 @@ class Grid:
         lat_a = np.atleast_1d(np.asarray(lat, dtype="float64"))
         lon_a = np.atleast_1d(np.asarray(lon, dtype="float64"))
         lon_a = np.where(lon_a >= self.lon_max, lon_a - 360.0, lon_a)  # accept 0-360 longitudes
-        i = np.floor((lat_a - self.lat_min) / self.resolution + 1e-9).astype(int)
-        j = np.floor((lon_a - self.lon_min) / self.resolution + 1e-9).astype(int)
-        inside = (i >= 0) & (i < self.nlat) & (j >= 0) & (j < self.nlon)
+        with np.errstate(invalid="ignore"):
+            i = np.floor(np.nan_to_num((lat_a - self.lat_min) / self.resolution + 1e-9, nan=-1)).astype(int)
+            j = np.floor(np.nan_to_num((lon_a - self.lon_min) / self.resolution + 1e-9, nan=-1)).astype(int)
+        finite = np.isfinite(lat_a) & np.isfinite(lon_a)  # NaN → int is platform-dependent
+        i = np.where(finite, i, -1)
+        j = np.where(finite, j, -1)
+        inside = finite & (i >= 0) & (i < self.nlat) & (j >= 0) & (j < self.nlon)
         return np.where(inside, i, -1), np.where(inside, j, -1)
 
     def tiles(self, size: int) -> list[Tile]:

@@ -15,15 +15,19 @@ Method (SoMo.ml), with the choices this module makes where the paper leaves room
   (5/20/40 cm: a sensor at mid-depth always wins), (3) more daily values in the period, (4) sensor
   name and file. The best candidate that can be rescaled is used; a candidate that cannot (below) is
   recorded with its reason and the next one is tried.
+* **Grid assignment.** A series belongs to the run-grid cell whose area holds its station's lat/lon
+  (`Grid.locate`): a station on the edge between two cells goes to the cell north / east of the
+  edge, longitudes in 0-360 are accepted, and a station outside the grid is recorded as such and
+  not used.
 * **Reference.** The reference layers are depth-weighted into the target layer with
   `somocloud.layers.reference_weights()` (0-10 cm = 0.7·swvl1 + 0.3·swvl2, ...), in the series' cell.
 * **Rescaling.** Over the overlap (days in `period.start..period.end` where both the series and the
   reference have a value) the series is mapped linearly to the reference's mean and standard
   deviation (population std, ddof=0): `(x - mean_x) / std_x * std_ref + mean_ref`, applied to every day
   of the series in the period. A series is rejected when it has no value in the period, no overlap,
-  fewer than `ingest.min_days` overlapping days (the "two months of data" rule applied to the
-  period), or zero variance (of itself or of the reference) over the overlap. Rescaled values are not
-  clipped.
+  fewer than `targets.min_overlap_days` overlapping days (default 60: the paper's "two months of
+  data" applied to the overlap; `ingest.min_days` applies it to the whole record), or zero variance
+  (of itself or of the reference) over the overlap. Rescaled values are not clipped.
 * **Averaging.** Rescaled series of different stations in one cell and layer are averaged per day over
   the series that have a value that day.
 """
@@ -276,7 +280,7 @@ def build_targets(cfg: RunConfig, ctx: Context) -> dict[str, str]:
                     )
                     continue
                 c = cell_index[(int(row[m]), int(col[m]))]
-                result = rescale(ins.values[m], ref[c, :, k], cfg.ingest.min_days)
+                result = rescale(ins.values[m], ref[c, :, k], cfg.targets.min_overlap_days)
                 reasons[m, k] = result.reason
                 if result.values is not None:
                     chosen = m

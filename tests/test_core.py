@@ -67,6 +67,8 @@ def test_grid_centres_and_locate() -> None:
     i, j = g.locate([40.01, 40.99, 40.25, 39.9], [-99.99, 260.5, -99.5, -99.5])
     assert i.tolist() == [0, 3, 1, -1]  # edges belong north; outside → -1
     assert j.tolist() == [0, 2, 2, -1]  # 260.5 east = -99.5
+    i, j = g.locate([np.nan, 40.1], [-99.9, np.nan])
+    assert i.tolist() == [-1, -1] and j.tolist() == [-1, -1]  # missing coordinates are outside
 
 
 def test_grid_tiles_cover_once() -> None:

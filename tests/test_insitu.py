@@ -1,4 +1,5 @@
-"""In-situ ingestion: the ISMN header+values reader, quality control, daily means and the `ingest` step."""
+"""In-situ ingestion: the vectorised tokenizer, the ISMN header+values reader, quality control, daily
+means and the `ingest` step. Helpers here are shared by the other `test_insitu_*` files."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from somocloud import stores
 from somocloud.config import IngestConfig, RunConfig, config_from_dict
 from somocloud.context import Context
 from somocloud.insitu import (
+    CeopSeparateReader,
     HeaderValuesReader,
     InSituFileError,
     InSituReader,
@@ -24,11 +26,17 @@ from somocloud.insitu import (
     ingest,
     process_file,
     qc_daily,
+    read_daily_series,
     reader_for,
 )
+from somocloud.insitu.qc import unknown_flags
+from somocloud.insitu.tokens import Tokens
+
+DATA = Path(__file__).parent / "data"
+ISMN_DATA = DATA / "ismn"
 
 # Excerpts (bytes as shipped, line endings included) of real ISMN files from the `ismn` package's test
-# fixtures (TU Wien, MIT licence; /work/shared/data/ismn), used for parser tests only:
+# fixtures (tests/data/ismn, MIT licence), used for parser tests:
 # Data_seperate_files_header_20170810_20180809/COSMOS/ARM-1/COSMOS_COSMOS_ARM-1_sm_0.000000_0.190000_
 # Cosmic-ray-Probe_20170810_20180809.stm: LF after the header, then a lone CR, then CRLF records.
 COSMOS_EXCERPT = (
@@ -49,7 +57,8 @@ SMOSMANIA_EXCERPT = (
 )
 COSMOS_NAME = "COSMOS_COSMOS_ARM-1_sm_0.000000_0.190000_Cosmic-ray-Probe_20170810_20180809.stm"
 SMOSMANIA_NAME = "SMOSMANIA_SMOSMANIA_Narbonne_sm_0.050000_0.050000_ThetaProbe-ML2X_20070101_20070131.stm"
-SHARED_ISMN = Path("/work/shared/data/ismn")
+NAME = "XX_NET_ST_sm_0.050000_0.050000_Probe_20200101_20201231.stm"
+"""A valid ISMN file name for reader tests."""
 
 
 def stm_name(
@@ -103,6 +112,13 @@ def write_stm(
     return url
 
 
+def read_hv(data: bytes, name: str = NAME) -> SensorSeries:
+    """The single series of a header+values file; asserts nothing was rejected."""
+    content = HeaderValuesReader().read(name, data)
+    assert len(content.series) == 1
+    return content.series[0]
+
+
 def run_config(tmp: str, **ingest: object) -> RunConfig:
     return config_from_dict(
         {
@@ -114,40 +130,114 @@ def run_config(tmp: str, **ingest: object) -> RunConfig:
     )
 
 
-# --- reader ---------------------------------------------------------------------------------------
+# --- tokenizer --------------------------------------------------------------------------------------
 
 
-def test_header_values_reader_is_registered_and_sniffs_layouts() -> None:
-    reader = reader_for(COSMOS_NAME, COSMOS_EXCERPT)
-    assert isinstance(reader, HeaderValuesReader)
-    assert isinstance(reader, InSituReader)
+def test_tokens_count_lines_for_every_line_ending() -> None:
+    t = Tokens(b"a b\r\nc\rd  e f\n\n\r g")
+    # Lines: "a b" | "c" | "d  e f" | "" | "" (the LF CR pair is two breaks) | " g" (no final break)
+    assert t.count.tolist() == [2, 1, 3, 0, 0, 1]
+    assert t.line_tokens(2) == ["d", "e", "f"]
+    assert t.line_tokens(5) == ["g"]
+
+
+def test_tokens_numbers_match_python_float_and_reject_garbage() -> None:
+    tokens = [
+        "0.1410",
+        "-9999",
+        ".5",
+        "5.",
+        "+0.25",
+        "1e-3",
+        "0012.5000",
+        "abc",
+        "nan",
+        "inf",
+        "0,25",
+        "1.2.3",
+        "-",
+    ]
+    t = Tokens("\n".join(tokens).encode())
+    values, ok = t.numbers(np.arange(len(tokens)), 0)
+    assert ok.tolist() == [True] * 7 + [False] * 6
+    assert values[:7].tolist() == [float(x) for x in tokens[:7]]  # exactly, not approximately
+    assert np.isnan(values[7:]).all()
+
+
+def test_tokens_exact_on_many_random_decimals() -> None:
+    rng = np.random.default_rng(1)
+    vals = rng.uniform(-100, 100, 5000)
+    text = "\n".join(f"{v:.{d}f}" for v, d in zip(vals, rng.integers(0, 9, vals.size), strict=True))
+    t = Tokens(text.encode())
+    parsed, ok = t.numbers(np.arange(vals.size), 0)
+    assert ok.all()
+    assert parsed.tolist() == [float(x) for x in text.split("\n")]
+
+
+def test_tokens_datetimes_validate_calendar() -> None:
+    stamps = [
+        "2020/02/29 23:59",
+        "2019/02/29 00:00",  # not a leap year
+        "2020/13/01 00:00",
+        "2020/01/01 24:00",
+        "2020/01/01 00:60",
+        "2020-01-01 00:00",
+        "2020/1/01 00:00",
+        "1799/12/31 00:00",
+        "2000/02/29 12:30",
+    ]
+    t = Tokens("\n".join(stamps).encode())
+    parsed, ok = t.datetimes(np.arange(len(stamps)), 0, 1)
+    assert ok.tolist() == [True, False, False, False, False, False, False, False, True]
+    assert parsed[0] == np.datetime64("2020-02-29T23:59")
+    assert parsed[-1] == np.datetime64("2000-02-29T12:30")
+
+
+def test_tokens_text_factorises_long_and_quoted_flags() -> None:
+    flags = ["G", '"C02,D04"', "D01,D02,D03,D04,D05", "G", "x" * 70]
+    t = Tokens("\n".join(flags).encode())
+    text, ok = t.text(np.arange(len(flags)), 0, strip='"')
+    assert text[:4].tolist() == ["G", "C02,D04", "D01,D02,D03,D04,D05", "G"]
+    assert ok.tolist() == [True, True, True, True, False]
+
+
+# --- header+values reader ----------------------------------------------------------------------------
+
+
+def test_readers_are_registered_and_sniff_layouts() -> None:
+    assert isinstance(reader_for(COSMOS_NAME, COSMOS_EXCERPT), HeaderValuesReader)
+    assert isinstance(reader_for(COSMOS_NAME, COSMOS_EXCERPT), InSituReader)
     ceop = b"2017/08/10 00:00 2017/08/10 00:00 COSMOS COSMOS ARM-1 36.6 -97.4 322.0 0.00 0.19 0.1410 G M\n"
-    assert reader_for("x.stm", ceop) is None
+    assert isinstance(reader_for("x.stm", ceop), CeopSeparateReader)
     assert reader_for("x.stm", b"\x00\x01\x02\xff" * 50) is None
     assert reader_for("x.stm", b"") is None
+    assert reader_for("x.stm", b"no good data here") is None
 
 
 def test_reads_real_cosmos_excerpt_with_mixed_line_endings() -> None:
-    s = HeaderValuesReader().read(COSMOS_NAME, COSMOS_EXCERPT)
-    assert (s.network, s.station, s.sensor) == ("COSMOS", "ARM-1", "Cosmic-ray-Probe")
-    assert (s.lat, s.lon, s.elevation, s.depth_from, s.depth_to) == (36.6054, -97.4878, 322.0, 0.0, 0.19)
-    assert s.variable == "sm"
+    content = HeaderValuesReader().read(COSMOS_NAME, COSMOS_EXCERPT)
+    s = content.series[0]
+    m = s.meta
+    assert (m.network, m.station, m.sensor, m.variable) == ("COSMOS", "ARM-1", "Cosmic-ray-Probe", "sm")
+    assert (m.lat, m.lon, m.elevation, m.depth_from, m.depth_to) == (36.6054, -97.4878, 322.0, 0.0, 0.19)
     assert s.time.dtype == np.dtype("datetime64[ns]")
     assert s.time[0] == np.datetime64("2017-08-10T00:00")
     np.testing.assert_allclose(s.values, [0.141, 0.139, 0.096, 0.097, 0.099])
     assert list(s.flags) == ["G", "G", "D03", "D03,D05", "G"]
-    assert s.rejected == []  # the blank line from "\n\r" is not an error
+    assert s.lines.tolist() == [3, 4, 5, 6, 7]  # the "\n\r" after the header is a blank line 2
+    assert content.rejected == []
 
 
 def test_reads_real_smosmania_excerpt_cr_only_and_missing_provider_flag() -> None:
-    s = HeaderValuesReader().read(SMOSMANIA_NAME, SMOSMANIA_EXCERPT)
-    assert s.sensor == "ThetaProbe-ML2X"
-    assert len(s.values) == 3 and s.rejected == []
+    content = HeaderValuesReader().read(SMOSMANIA_NAME, SMOSMANIA_EXCERPT)
+    s = content.series[0]
+    assert s.meta.sensor == "ThetaProbe-ML2X"
+    assert len(s.values) == 3 and content.rejected == []
     assert list(s.provider_flags) == ["M", "", "M"]
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r", "mixed"])
-def test_line_endings_give_identical_series(tmp_path: Path, eol: str) -> None:
+def test_line_endings_give_identical_series(eol: str) -> None:
     lines = records("2020-01-01", 2, 4, value=[0.1, 0.2, 0.3])
     text = header("NET", "S#1(a),b", 40.5, -99.5, 0.05, 0.05, "Hydraprobe II Sdi-12")
     if eol == "mixed":
@@ -155,10 +245,11 @@ def test_line_endings_give_identical_series(tmp_path: Path, eol: str) -> None:
         text += "".join(ends[i % 3] + ln for i, ln in enumerate(lines)) + "\r\n"
     else:
         text += "".join(eol + ln for ln in lines) + eol
-    s = HeaderValuesReader().read("f.stm", text.encode())
-    assert s.station == "S#1(a),b"
-    assert s.sensor == "Hydraprobe II Sdi-12"
-    assert len(s.time) == 8 and s.rejected == []
+    s = read_hv(text.encode())
+    assert s.meta.station == "S#1(a),b"
+    assert s.meta.sensor == "Hydraprobe II Sdi-12"
+    assert len(s.time) == 8
+    assert s.lines.tolist() == list(range(2, 10))
     np.testing.assert_allclose(s.values[:4], [0.1, 0.2, 0.3, 0.1])
     assert s.time[-1] == np.datetime64("2020-01-02T18:00")
 
@@ -173,15 +264,14 @@ def test_missing_value_and_combined_flags() -> None:
             "2020/01/01 03:00  0.3000 G M",
         ]
     )
-    s = HeaderValuesReader().read("f.stm", text.encode())
+    s = read_hv(text.encode())
     assert np.isnan(s.values[0]) and s.flags[0] == "M"
     assert list(s.flags[1:]) == ["C02,D04", "C01,D03", "G"]
-    assert s.rejected == []
 
 
 def test_longitude_0_360_is_normalised() -> None:
     text = header("NET", "ST", 40.5, 260.5, 0.05, 0.05, "Probe") + "\n2020/01/01 00:00 0.2 G M\n"
-    assert HeaderValuesReader().read("f.stm", text.encode()).lon == pytest.approx(-99.5)
+    assert read_hv(text.encode()).meta.lon == pytest.approx(-99.5)
 
 
 def test_bad_lines_are_rejected_one_by_one_and_records_sorted() -> None:
@@ -200,17 +290,20 @@ def test_bad_lines_are_rejected_one_by_one_and_records_sorted() -> None:
             "2020/01/01 06:00 0.25 G M",  # line 11
         ]
     )
-    s = HeaderValuesReader().read("f.stm", text.encode())
+    content = HeaderValuesReader().read("NET/ST/" + NAME, text.encode())
+    s = content.series[0]
     np.testing.assert_allclose(s.values, [0.1, 0.15, 0.2, 0.25])
     assert list(s.time.astype("datetime64[h]").astype(int) % 24) == [0, 1, 2, 6]
-    by_line = {r.line or 0: r.reason for r in s.rejected}
+    assert s.lines.tolist() == [3, 4, 2, 11]
+    by_line = {r.line or 0: r.reason for r in content.rejected}
     assert sorted(by_line) == [5, 6, 7, 8, 9]
     assert "'abc' is not a number" in by_line[5]
     assert "6 fields" in by_line[6]
     assert "2020/13/01 05:00" in by_line[7]
     assert "duplicate" in by_line[8]
     assert "1 fields" in by_line[9]
-    assert all(r.file == "f.stm" for r in s.rejected)
+    assert all(r.file == "NET/ST/" + NAME for r in content.rejected)
+    assert content.n_records == 9  # the blank line is not a record
 
 
 @pytest.mark.parametrize(
@@ -226,6 +319,8 @@ def test_bad_lines_are_rejected_one_by_one_and_records_sorted() -> None:
         ),
         (b"XX NET ST 95 -99.5 100 0.05 0.05 Probe\n2020/01/01 00:00 0.1 G M\n", 1, "outside [-90, 90]"),
         (b"XX NET ST 40 -99.5 100 0.30 0.05 Probe\n2020/01/01 00:00 0.1 G M\n", 1, "DEPTH_TO"),
+        (b"XX NET ST 40 -99.5 100 -0.05 0.05 Probe\n2020/01/01 00:00 0.1 G M\n", 1, "above the soil surface"),
+        (b"\n\nXX NET ST 40 -99.5 100 nan 0.05 Probe\n2020/01/01 00:00 0.1 G M\n", 3, "not finite"),
         (b"no good data here", 1, "header has 4 fields"),
         (b"XX NET ST 40 -99.5 100 0.05 0.05 Probe\n", None, "no record lines"),
         (b"XX NET ST 40 -99.5 100 0.05 0.05 Probe\nfoo bar\nbaz\n", None, "no valid record line"),
@@ -233,43 +328,65 @@ def test_bad_lines_are_rejected_one_by_one_and_records_sorted() -> None:
 )
 def test_unusable_files_raise_with_file_line_and_reason(data: bytes, line: int | None, reason: str) -> None:
     with pytest.raises(InSituFileError) as err:
-        HeaderValuesReader().read("bad.stm", data)
-    assert err.value.file == "bad.stm"
+        HeaderValuesReader().read(NAME, data)
+    assert err.value.file == NAME
     assert err.value.line == line
     assert reason in err.value.reason
 
 
-@pytest.mark.skipif(not SHARED_ISMN.exists(), reason="shared ISMN samples not available")
-def test_reads_every_shared_header_values_sample() -> None:
-    files = sorted((SHARED_ISMN / "Data_seperate_files_header_20170810_20180809").rglob("*.stm"))
-    files += sorted((SHARED_ISMN / "format_header_values").rglob("*.stm"))
+def test_file_name_must_say_the_variable() -> None:
+    data = b"XX NET ST 40 -99.5 100 0.05 0.05 Probe\n2020/01/01 00:00 0.1 G M\n"
+    with pytest.raises(InSituFileError, match="ISMN pattern"):
+        HeaderValuesReader().read("NET/ST/readme.stm", data)
+    old = "XX_NET_ST_Soil-Moisture_0.050000_0.050000_Probe_20200101_20201231.stm"
+    assert HeaderValuesReader().read(old, data).series[0].meta.variable == "sm"
+
+
+def test_reads_every_header_values_fixture() -> None:
+    files = sorted((ISMN_DATA / "Data_seperate_files_header_20170810_20180809").rglob("*.stm"))
+    files += sorted((ISMN_DATA / "format_header_values").rglob("*.stm"))
     assert len(files) == 3
     for f in files:
         data = f.read_bytes()
-        s = HeaderValuesReader().read(str(f), data)
-        assert s.rejected == []
+        content = HeaderValuesReader().read(f.name, data)
+        assert content.rejected == []
+        s = content.series[0]
         n_records = sum(
             1 for ln in data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")[1:] if ln.strip()
         )
-        assert len(s.values) == n_records
+        assert len(s.values) == n_records == content.n_records
         assert np.all(np.diff(s.time.astype("int64")) > 0)
-    # The CEOP layout of the same station is not mistaken for header+values.
-    ceop = next((SHARED_ISMN / "Data_seperate_files_20170810_20180809").rglob("*_sm_*.stm"))
-    assert reader_for(str(ceop), ceop.read_bytes()[:4096]) is None
 
 
 # --- quality control and daily means ---------------------------------------------------------------
 
 
 def read_lines(lines: list[str]) -> SensorSeries:
-    text = "\n".join([header("NET", "ST", 40.5, -99.5, 0.05, 0.05, "Probe"), *lines])
-    return HeaderValuesReader().read("f.stm", text.encode())
+    return read_hv("\n".join([header("NET", "ST", 40.5, -99.5, 0.05, 0.05, "Probe"), *lines]).encode())
 
 
 def test_flag_mask_combined_flags_need_every_part_accepted() -> None:
     flags = np.array(["G", "D03", "C02,D04", "G,D04", "U", "M", "G,U"], dtype=object)
     assert list(flag_mask(flags, ["G"])) == [True, False, False, False, False, False, False]
     assert list(flag_mask(flags, ["G", "U"])) == [True, False, False, False, True, False, True]
+
+
+def test_unknown_flags_are_reported_once_per_flag_and_not_good() -> None:
+    s = read_lines(
+        [
+            "2020/01/01 00:00 0.2 G M",
+            "2020/01/01 01:00 0.2 X9 M",
+            "2020/01/01 02:00 0.2 G,Q M",
+            "2020/01/01 03:00 0.2 X9 M",
+            "2020/01/01 04:00 0.2 D10 M",
+            "2020/01/01 05:00 0.2 C03,D01 M",
+        ]
+    )
+    report = {r.reason.split("'")[1]: r for r in unknown_flags(s, ["G"])}
+    assert set(report) == {"X9", "G,Q"}
+    assert report["X9"].line == 3 and "on 2 values" in report["X9"].reason
+    assert unknown_flags(s, ["G", "X9", "Q"]) == []  # accepted by the config: not unknown
+    assert flag_mask(s.flags, ["G"]).sum() == 1
 
 
 def test_daily_mean_needs_min_obs_per_day() -> None:
@@ -297,11 +414,12 @@ def test_flagged_missing_and_impossible_values_are_excluded() -> None:
         "2020/01/01 09:00 -0.0100 G M",
         "2020/01/01 10:00 1.2000 G M",
         "2020/01/01 11:00 1.0000 G M",  # the upper bound itself is allowed
+        "2020/01/01 12:00 -9999 G M",  # missing despite its flag
     ]
     s = read_lines(good + bad)
     d = qc_daily(s, IngestConfig(min_obs_per_day=6, min_days=1))
     assert d.daily.iloc[0] == pytest.approx((0.3 * 6 + 1.0) / 7)
-    assert (d.counts.total, d.counts.bad_flag, d.counts.missing, d.counts.out_of_range) == (12, 3, 0, 2)
+    assert (d.counts.total, d.counts.bad_flag, d.counts.missing, d.counts.out_of_range) == (13, 3, 1, 2)
     assert d.counts.valid == 7
 
 
@@ -358,13 +476,12 @@ def make_folder(root: str) -> dict[str, str]:
     stores.write_bytes(urls["binary"], bytes(range(256)) * 8)
     urls["empty"] = stores.join(root, "NET", "ST5", stm_name("NET", "ST5", 0.05, 0.05, "P"))
     stores.write_bytes(urls["empty"], b"")
-    urls["ceop"] = stores.join(root, "NET", "ST6", stm_name("NET", "ST6", 0.05, 0.05, "P"))
-    stores.write_bytes(
-        urls["ceop"], b"2020/01/01 00:00 2020/01/01 00:00 XX NET ST6 40.5 -99.5 1 0.05 0.05 0.2 G M\n"
-    )
+    urls["unknown_layout"] = stores.join(root, "NET", "ST6", stm_name("NET", "ST6", 0.05, 0.05, "P"))
+    stores.write_bytes(urls["unknown_layout"], b"2020/01/01 00:00 0.2 G M\n2020/01/01 01:00 0.2 G M\n")
     urls["no_pattern"] = stores.join(root, "NET", "readme.stm")
     stores.write_bytes(urls["no_pattern"], header("NET", "ST", 40.5, -99.5, 0.05, 0.05, "P").encode())
     stores.write_bytes(stores.join(root, "NET", "ST1", "NET_NET_ST1_static_variables.csv"), b"x;y\n")
+    stores.write_bytes(stores.join(root, "NET", "notes.txt"), b"not data")
     return urls
 
 
@@ -379,6 +496,8 @@ def check_ingest_output(cfg: RunConfig, out: dict[str, str]) -> None:
     np.testing.assert_allclose(ds.depth_from.values, [0.05, 0.2, 0.0])
     np.testing.assert_allclose(ds.depth_to.values, [0.05, 0.2, 0.19])
     np.testing.assert_allclose(ds.lat.values, 40.5)
+    np.testing.assert_allclose(ds.elevation.values, 100.0)
+    assert np.isnan(ds.clay.values).all() and ds.climate_class.values.tolist() == ["", "", ""]
     assert ds.source_file.values.tolist()[0] == "NET/ST1/" + stm_name("NET", "ST1", 0.05, 0.05, "Probe A")
     assert pd.Timestamp(ds.time.values[0]) == pd.Timestamp("2020-01-01")
     assert pd.Timestamp(ds.time.values[-1]) == pd.Timestamp("2020-04-05")  # ST1 20 cm: Feb 1 + 65 days - 1
@@ -389,12 +508,14 @@ def check_ingest_output(cfg: RunConfig, out: dict[str, str]) -> None:
     # The day holding the bad line keeps its other 6 values; both parts of the series are there.
     np.testing.assert_allclose(sm[2, [0, 29, 30, 69]], [0.1, 0.1, 0.12, 0.12], rtol=1e-6)
     assert "somocloud_content_id" in ds.attrs and ds.attrs["somocloud_step"] == "ingest"
+    assert ds.attrs["layouts"] == {"ismn-header-values": 4}
 
     report = stores.read_json(out["insitu_quarantine"])
     assert out["insitu_quarantine"] == cfg.store("insitu") + ".quarantine.json"
     by_file = {(r["file"].split("/")[1], r["line"]): r["reason"] for r in report}
     assert set(by_file) == {
         ("S#2(x),y", 182),
+        ("ST1", 1),  # the static-variables CSV without the columns it needs
         ("ST3", 1),
         ("ST4", None),
         ("ST5", None),
@@ -402,7 +523,8 @@ def check_ingest_output(cfg: RunConfig, out: dict[str, str]) -> None:
         ("readme.stm", None),
     }
     assert "'oops' is not a number" in by_file[("S#2(x),y", 182)]
-    assert "LAT" in by_file[("ST3", 1)]
+    assert "row has 2 fields" in by_file[("ST1", 1)]  # no header row: read as ISMN columns
+    assert "LAT 'nan' is not finite" in by_file[("ST3", 1)]
     assert "empty" in by_file[("ST5", None)]
     assert "binary" in by_file[("ST4", None)]
     assert "no reader" in by_file[("ST6", 1)]
@@ -420,7 +542,7 @@ def test_ingest_keeps_good_files_and_quarantines_bad_ones(
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest:")]
     assert len(summary) == 1
     assert "10 files: 4 read, 5 quarantined, 1 other variables; 1 bad lines dropped" in summary[0]
-    assert "3 series kept, 1 dropped (< 60 days)" in summary[0]
+    assert "4 series: 3 kept, 1 dropped (< 60 days), 0 duplicates" in summary[0]
 
 
 def test_ingest_on_dask_matches_in_process(tmp_path: Path) -> None:
@@ -458,6 +580,29 @@ def test_ingest_on_memory_store() -> None:
 
 def test_process_file_never_raises(tmp_path: Path) -> None:
     url = write_stm(str(tmp_path), lines=["garbage"] * 3)
-    result = process_file(url, "x.stm", IngestConfig())
-    assert result.series is None and result.rejected[0].file == "x.stm"
+    name = Path(url).name
+    result = process_file(url, name, IngestConfig())
+    assert result.series == [] and result.rejected[0].file == name
     assert result.rejected[0].reason.startswith("no valid record line")
+
+
+def test_too_many_bad_lines_reject_the_whole_file(tmp_path: Path) -> None:
+    lines = [*records("2020-01-01", 1, 4), *["2020/01/02 00:00 x G M"] * 5]
+    url = write_stm(str(tmp_path), lines=lines)
+    result = process_file(url, Path(url).name, IngestConfig())
+    assert result.layout is None and len(result.rejected) == 1
+    assert "5 of 9 record lines are bad" in result.rejected[0].reason
+    assert "line 6" in result.rejected[0].reason
+    relaxed = process_file(url, Path(url).name, IngestConfig(max_bad_line_fraction=0.6))
+    assert relaxed.layout == "ismn-header-values" and len(relaxed.rejected) == 5
+
+
+def test_read_daily_series_is_strict_and_reads_any_layout(tmp_path: Path) -> None:
+    url = write_stm(str(tmp_path), lines=records("2020-01-01", 3, 6, 0.3))
+    [d] = read_daily_series(url, IngestConfig(min_days=2))
+    assert d.kept and d.daily.tolist() == pytest.approx([0.3, 0.3, 0.3])
+    assert d.meta.network == "NET"
+    bad = stores.join(str(tmp_path), "NET", "ST9", stm_name("NET", "ST9", 0.05, 0.05, "P"))
+    stores.write_bytes(bad, b"")
+    with pytest.raises(InSituFileError, match="empty file"):
+        read_daily_series(bad)

@@ -33,13 +33,14 @@ START, END = "2020-01-01", "2020-04-30"  # 121 days
 DAYS = pd.date_range(START, END, freq="D")
 
 
-def run_config(root: str, min_days: int = 60) -> RunConfig:
+def run_config(root: str, min_overlap_days: int = 60, **sections: dict[str, Any]) -> RunConfig:
     return config_from_dict(
         {
             "grid": {"resolution": 1.0, "lat_min": 40, "lat_max": 44, "lon_min": -100, "lon_max": -96},
             "period": {"start": START, "end": END},
             "stores": {"root": root},
-            "ingest": {"min_days": min_days},
+            "targets": {"min_overlap_days": min_overlap_days},
+            **sections,
         }
     )
 
@@ -86,13 +87,13 @@ INSITU_COORDS: list[tuple[str, Any, Any]] = [
 """Per-series coordinates of the `insitu` store with the defaults `write_insitu` uses."""
 
 
-def write_insitu(cfg: RunConfig, series: list[dict[str, Any]]) -> None:
-    """An `insitu` store in the contract layout; each item: metadata + `values` on DAYS."""
+def write_insitu(cfg: RunConfig, series: list[dict[str, Any]], time: pd.DatetimeIndex = DAYS) -> None:
+    """An `insitu` store in the contract layout; each item: metadata + `values` on `time` (default DAYS)."""
     ds = xr.Dataset(
         {"soil_moisture": (("series", "time"), np.array([s["values"] for s in series], dtype="float32"))},
         coords={
             "series": np.arange(len(series)),
-            "time": DAYS.values,
+            "time": time.values,
             **{
                 key: ("series", np.asarray([s.get(key, default) for s in series], dtype=dtype))
                 for key, default, dtype in INSITU_COORDS

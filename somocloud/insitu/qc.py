@@ -1,21 +1,27 @@
-"""Quality control and daily aggregation of sub-daily in-situ soil moisture (SoMo.ml Methods).
+"""Quality control and daily aggregation of in-situ soil moisture (SoMo.ml Methods).
 
-A sub-daily value is *valid* when all of these hold:
+A value is *valid* when all of these hold:
 
-* its ISMN flag is in `ingest.quality_flags` (default `['G']`). A combined flag such as `C02,D04` is
-  kept only if every one of its parts is in the list, so `D03` or `G,D04` never pass with the default;
-* it is a number and not ISMN's missing marker -9999 (the reader already turns -9999 into NaN);
+* its quality flag is in `ingest.quality_flags` (default `['G']`). A combined flag such as `C02,D04`
+  is kept only if every one of its parts is in the list, so `D03` or `G,D04` never pass with the
+  default. Flags outside ISMN's vocabulary (`G`, `M`, `U`, `C01`-`C03`, `D01`-`D10`) and not in the
+  list are unknown: their values are not valid, and the quarantine report names each unknown flag
+  once per file (count, first line). Sources without flags (USCRN) skip this rule;
+* it is a number and not a missing marker (the readers already turn -9999/-999.99/-99 into NaN);
 * it is physically possible: 0 ≤ value ≤ 1 m3 m-3. Volumetric water content is a volume fraction, so
   values below 0 or above 1 are sensor or processing errors whatever their flag says.
 
-The daily mean of UTC day D is the mean of the valid values stamped D 00:00 .. D 23:59 (ISMN times are
-UTC; a value at 00:00 belongs to the day it starts). It is formed only on days with at least
-`ingest.min_obs_per_day` valid values; a series with fewer than `ingest.min_days` daily means is
-dropped (`DailySeries.kept` is False).
+Sub-daily sources (ISMN): the daily mean of UTC day D is the mean of the valid values stamped
+D 00:00 .. D 23:59 (ISMN times are UTC; a value at 00:00 belongs to the day it starts). It is formed
+only on days with at least `ingest.min_obs_per_day` valid values. Daily sources (USCRN): each valid
+value is the day's mean as it is (`min_obs_per_day` does not apply: the value is already a daily
+mean). Either way a series with fewer than `ingest.min_days` daily means is dropped
+(`DailySeries.kept` is False).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,18 +29,20 @@ import numpy as np
 import pandas as pd
 
 from somocloud.config import IngestConfig
-from somocloud.insitu.readers import SensorSeries
+from somocloud.insitu.model import Rejection, SensorMeta, SensorSeries
 
 VALID_MIN = 0.0
 """Smallest physically possible volumetric soil moisture (m3 m-3)."""
 VALID_MAX = 1.0
 """Largest physically possible volumetric soil moisture (m3 m-3): the whole volume is water."""
+ISMN_FLAG = re.compile(r"^(G|M|U|C0[1-3]|D0[1-9]|D10)$")
+"""One part of an ISMN quality flag (ISMN flag documentation)."""
 
 
 @dataclass(frozen=True)
 class QCCounts:
-    """What quality control did to one series' sub-daily values (each value counted once, in order:
-    flag, then missing, then range)."""
+    """What quality control did to one series' values (each value counted once, in order: flag,
+    then missing, then range)."""
 
     total: int
     bad_flag: int
@@ -51,36 +59,68 @@ class DailySeries:
     """One sensor's daily means after QC.
 
     Attributes:
-        daily: Daily means (m3 m-3, float64) indexed by UTC day (`datetime64[ns]` at 00:00), only on
-            days that had enough valid values; ascending.
+        meta: Station and sensor metadata (site properties for its depth included).
+        daily: Daily means (m3 m-3, float64) indexed by day (`datetime64[ns]` at 00:00), only on days
+            that had enough valid values; ascending.
         counts: What QC removed.
         kept: Whether the series has at least `min_days` daily means.
     """
 
+    meta: SensorMeta
     daily: pd.Series
     counts: QCCounts
     kept: bool
 
 
+def _flag_parts(flag: str) -> list[str]:
+    return [p.strip().strip('"') for p in flag.split(",")]
+
+
+def _accepted(flag: str, keep: set[str]) -> bool:
+    return all(p in keep for p in _flag_parts(flag))
+
+
+def _factorize(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    codes, uniq = pd.factorize(np.asarray(flags, dtype=object).ravel())
+    return codes, np.asarray(uniq, dtype=object)
+
+
 def flag_mask(flags: np.ndarray, quality_flags: Iterable[str]) -> np.ndarray:
     """True where a flag (possibly combined, `C02,D04`) consists only of accepted flags."""
-    keep = {f.strip() for f in quality_flags}
     if flags.size == 0:
         return np.zeros(0, dtype=bool)
-    # Few distinct flag strings per file: decide once per distinct string, then broadcast.
-    uniq, inverse = np.unique(np.asarray(flags, dtype=str), return_inverse=True)
-    ok = np.array([all(p.strip().strip('"') in keep for p in u.split(",")) for u in uniq], dtype=bool)
-    return ok[inverse.ravel()]
+    keep = {f.strip() for f in quality_flags}
+    # Few distinct flag strings per file: decide once per distinct string (hashing, no sort).
+    codes, uniq = _factorize(flags)
+    return np.array([_accepted(str(u), keep) for u in uniq], dtype=bool)[codes]
+
+
+def unknown_flags(series: SensorSeries, quality_flags: Iterable[str]) -> list[Rejection]:
+    """One report entry per distinct flag that is neither ISMN's nor accepted by the config."""
+    if not series.has_flags or series.flags.size == 0:
+        return []
+    accepted = {f.strip() for f in quality_flags}
+    codes, uniq = _factorize(series.flags)
+    out = []
+    for k, flag in enumerate(uniq.tolist()):
+        if all(ISMN_FLAG.match(p) or p in accepted for p in _flag_parts(str(flag))):
+            continue
+        where = np.flatnonzero(codes == k)
+        line = int(series.lines[where].min())
+        reason = f"unknown quality flag {str(flag)!r} on {where.size} values (first on this line); not good"
+        out.append(Rejection(series.meta.source_file, line, reason))
+    return out
 
 
 def valid_values(series: SensorSeries, cfg: IngestConfig) -> tuple[np.ndarray, QCCounts]:
-    """Boolean mask of the valid sub-daily values of `series`, and what was removed."""
-    good_flag = flag_mask(series.flags, cfg.quality_flags)
+    """Boolean mask of the valid values of `series`, and what was removed."""
+    n = series.values.size
+    good_flag = flag_mask(series.flags, cfg.quality_flags) if series.has_flags else np.ones(n, dtype=bool)
     finite = np.isfinite(series.values)
     with np.errstate(invalid="ignore"):
         in_range = (series.values >= VALID_MIN) & (series.values <= VALID_MAX)
     counts = QCCounts(
-        total=int(series.values.size),
+        total=n,
         bad_flag=int((~good_flag).sum()),
         missing=int((good_flag & ~finite).sum()),
         out_of_range=int((good_flag & finite & ~in_range).sum()),
@@ -89,23 +129,31 @@ def valid_values(series: SensorSeries, cfg: IngestConfig) -> tuple[np.ndarray, Q
 
 
 def daily_means(time: np.ndarray, values: np.ndarray, min_obs_per_day: int) -> pd.Series:
-    """Mean per UTC day of `values` (all assumed valid) on days with at least `min_obs_per_day` of them."""
+    """Mean per UTC day of `values` (all assumed valid) on days with at least `min_obs_per_day` of them.
+
+    `time` must be ascending (readers guarantee it), so days are runs and no sort is needed."""
     if values.size == 0:
         return pd.Series([], index=pd.DatetimeIndex([], dtype="datetime64[ns]"), dtype="float64")
     days = np.asarray(time, dtype="datetime64[ns]").astype("datetime64[D]")
-    uniq, inverse = np.unique(days, return_inverse=True)
-    n = np.bincount(inverse, minlength=uniq.size)
-    sums = np.bincount(inverse, weights=values, minlength=uniq.size)
+    starts = np.flatnonzero(np.concatenate(([True], days[1:] != days[:-1])))
+    n = np.diff(np.append(starts, days.size))
+    sums = np.add.reduceat(np.asarray(values, dtype=np.float64), starts)
     enough = n >= min_obs_per_day
     return pd.Series(
         sums[enough] / n[enough],
-        index=pd.DatetimeIndex(uniq[enough].astype("datetime64[ns]")),
+        index=pd.DatetimeIndex(days[starts][enough].astype("datetime64[ns]")),
         dtype="float64",
     )
 
 
-def qc_daily(series: SensorSeries, cfg: IngestConfig) -> DailySeries:
-    """Quality control and daily aggregation of one sensor (see the module docstring)."""
+def qc_daily(series: SensorSeries, cfg: IngestConfig, meta: SensorMeta | None = None) -> DailySeries:
+    """Quality control and daily aggregation of one sensor (see the module docstring).
+
+    `meta` replaces the series' own metadata in the result (e.g. with site properties added)."""
     valid, counts = valid_values(series, cfg)
-    daily = daily_means(series.time[valid], series.values[valid], cfg.min_obs_per_day)
-    return DailySeries(daily=daily, counts=counts, kept=len(daily) >= cfg.min_days)
+    if series.daily:
+        days = series.time[valid].astype("datetime64[D]").astype("datetime64[ns]")
+        daily = pd.Series(series.values[valid], index=pd.DatetimeIndex(days), dtype="float64")
+    else:
+        daily = daily_means(series.time[valid], series.values[valid], cfg.min_obs_per_day)
+    return DailySeries(meta or series.meta, daily, counts, len(daily) >= cfg.min_days)
