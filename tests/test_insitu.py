@@ -606,3 +606,16 @@ def test_read_daily_series_is_strict_and_reads_any_layout(tmp_path: Path) -> Non
     stores.write_bytes(bad, b"")
     with pytest.raises(InSituFileError, match="empty file"):
         read_daily_series(bad)
+
+
+def test_factorize_rows_finds_runs_without_hashing() -> None:
+    """Equal consecutive tokens share a code by run detection (a file's date repeats for a whole day);
+    a regression once hashed every row, which was correct but slow."""
+    from somocloud.insitu.tokens import _factorize_rows
+
+    words = [np.array([5, 5, 7, 7, 7, 9, 5], dtype=np.uint64)]
+    codes, first = _factorize_rows(words, hash_above=10)
+    assert codes.tolist() == [0, 0, 1, 1, 1, 2, 3]  # runs: the last 5 is a new run, not hashed
+    assert first.tolist() == [0, 2, 5, 6]
+    codes, first = _factorize_rows(words, hash_above=2)  # too many runs: hashed, equal rows share a code
+    assert codes[0] == codes[1] == codes[6] and len(set(codes.tolist())) == 3

@@ -43,7 +43,7 @@ from somocloud.insitu.archive import (
 )
 from somocloud.insitu.metadata import StationStatics, parse_metadata_xml, parse_static_variables
 from somocloud.insitu.model import STATIC_FLOAT_FIELDS, STATIC_STR_FIELDS, InSituFileError, Rejection
-from somocloud.insitu.qc import DailySeries, QCCounts, qc_daily, unknown_flags
+from somocloud.insitu.qc import DailySeries, QCCounts, flag_codes, qc_daily, unknown_flags
 from somocloud.insitu.readers import HEAD_BYTES, looks_binary, parse_ismn_name, reader_for
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,9 @@ def process_source(
         if s.meta.variable != SOIL_MOISTURE:
             continue
         meta = replace(s.meta, static=site.for_depth(s.meta.depth_from, s.meta.depth_to))
-        result.series.append(qc_daily(s, cfg, meta))
-        result.rejected += unknown_flags(s, cfg.quality_flags)
+        codes = flag_codes(s) if s.has_flags else None  # factorised once for both
+        result.series.append(qc_daily(s, cfg, meta, codes))
+        result.rejected += unknown_flags(s, cfg.quality_flags, codes)
     if not result.series:
         result.skipped = "no soil moisture series in the file"
     return result

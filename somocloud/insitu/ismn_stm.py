@@ -73,6 +73,20 @@ class RecordChecker:
         use = self.ok if rows_mask is None else self.ok & rows_mask
         return use, (self.rows if use.all() else self.rows[use])
 
+    @staticmethod
+    def _spread(
+        use: np.ndarray, parsed: np.ndarray, ok: np.ndarray, fill: object
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`parsed` (converted on the `use` rows) on all rows with `fill` elsewhere, and the bad rows
+        (used but not ok). When every row was used (the usual case) the arrays are taken as they are."""
+        if use.all():
+            return parsed, ~ok
+        out = np.full(use.size, fill, dtype=parsed.dtype)
+        out[use] = parsed
+        bad = np.zeros(use.size, dtype=bool)
+        bad[use] = ~ok
+        return out, bad
+
     def reject(self, bad: np.ndarray, reason: Callable[[int], str]) -> None:
         """Reject the still-good rows where `bad` is True; `reason(i)` words the problem of row i."""
         if not bad.any():
@@ -84,19 +98,19 @@ class RecordChecker:
     def field_counts(self, allowed: tuple[int, ...], describe: str) -> None:
         """Reject lines with another number of fields than `allowed` (`describe` names them)."""
         counts = self.tok.count[self.rows]
+        good = np.zeros(counts.size, dtype=bool)
+        for n in allowed:  # a comparison per allowed count: cheaper than np.isin for a few
+            good |= counts == n
         self.reject(
-            ~np.isin(counts, allowed),
+            ~good,
             lambda i: f"record has {counts[i]} fields, expected {max(allowed)} ({describe})",
         )
 
     def datetimes(self, k_date: int, k_time: int) -> np.ndarray:
         """Tokens k_date and k_time as `datetime64[ns]` on the good rows (NaT elsewhere)."""
-        stamps = np.full(self.rows.size, np.datetime64("NaT"), dtype="datetime64[ns]")
         use, rows = self._use(None)
         parsed, ok = self.tok.datetimes(rows, k_date, k_time)
-        stamps[use] = parsed
-        bad = np.zeros(self.rows.size, dtype=bool)
-        bad[use] = ~ok
+        stamps, bad = self._spread(use, parsed, ok, np.datetime64("NaT"))
         self.reject(
             bad, lambda i: f"date/time {self._stamp(i, k_date, k_time)!r} is not a valid YYYY/MM/DD HH:MM"
         )
@@ -108,23 +122,17 @@ class RecordChecker:
 
     def numbers(self, k: int, field: str, rows_mask: np.ndarray | None = None) -> np.ndarray:
         """Token k as numbers on the good rows (and, if given, only where `rows_mask`); NaN elsewhere."""
-        values = np.full(self.rows.size, np.nan)
         use, rows = self._use(rows_mask)
         parsed, ok = self.tok.numbers(rows, k)
-        values[use] = parsed
-        bad = np.zeros(self.rows.size, dtype=bool)
-        bad[use] = ~ok
+        values, bad = self._spread(use, parsed, ok, np.nan)
         self.reject(bad, lambda i: f"{field} {self.tok.raw(int(self.rows[i]), k)!r} is not a number")
         return values
 
     def text(self, k: int, field: str, rows_mask: np.ndarray | None = None) -> np.ndarray:
         """Token k as text on the good rows (and, if given, only where `rows_mask`); "" elsewhere."""
-        out = np.full(self.rows.size, "", dtype=object)
         use, rows = self._use(rows_mask)
         parsed, ok = self.tok.text(rows, k, strip='"')
-        out[use] = parsed
-        bad = np.zeros(self.rows.size, dtype=bool)
-        bad[use] = ~ok
+        out, bad = self._spread(use, parsed, ok, "")
         self.reject(bad, lambda i: f"{field} {self.tok.raw(int(self.rows[i]), k)!r} is too long to be a flag")
         return out
 
@@ -195,10 +203,10 @@ class HeaderValuesReader:
         provider = check.text(4, "provider_flag", tok.count[rows] == 5)
         if not check.ok.any():
             raise InSituFileError(name, None, no_records_reason(check.rejected))
-        ok = check.ok
-        series, dups = finish_records(
-            meta, time[ok], values[ok], flags[ok], provider[ok], rows[ok] + 1, ISMN_MISSING
-        )
+        ok, good_rows = check.ok, rows
+        if not ok.all():  # usually every line is good: no copies then
+            time, values, flags, provider, good_rows = (a[ok] for a in (time, values, flags, provider, rows))
+        series, dups = finish_records(meta, time, values, flags, provider, good_rows + 1, ISMN_MISSING)
         rejected = sorted(check.rejected + dups, key=lambda r: r.line or 0)
         return FileContent([series], rejected, int(rows.size), self.name)
 

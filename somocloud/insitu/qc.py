@@ -80,42 +80,67 @@ def _accepted(flag: str, keep: set[str]) -> bool:
     return all(p in keep for p in _flag_parts(flag))
 
 
-def _factorize(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    codes, uniq = pd.factorize(np.asarray(flags, dtype=object).ravel())
+FlagCodes = tuple[np.ndarray, np.ndarray]
+"""A series' flags factorised: each value's code, and the distinct flags in order of first appearance."""
+
+
+def flag_codes(series: SensorSeries) -> FlagCodes:
+    """`series.flags` factorised; computed once per series and given to `qc_daily` and `unknown_flags`."""
+    return _factorize(series.flags)
+
+
+def _factorize(flags: np.ndarray) -> FlagCodes:
+    flat = np.asarray(flags, dtype=object).ravel()
+    if flat.size == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=object)
+    # Flags come in long runs (mostly `G`): hash only the first value of each run (fewer string hashes).
+    starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+    run_codes, uniq = pd.factorize(flat[starts])
+    codes = np.repeat(run_codes, np.diff(np.append(starts, flat.size)))
     return codes, np.asarray(uniq, dtype=object)
 
 
-def flag_mask(flags: np.ndarray, quality_flags: Iterable[str]) -> np.ndarray:
-    """True where a flag (possibly combined, `C02,D04`) consists only of accepted flags."""
+def flag_mask(flags: np.ndarray, quality_flags: Iterable[str], codes: FlagCodes | None = None) -> np.ndarray:
+    """True where a flag (possibly combined, `C02,D04`) consists only of accepted flags (`codes`:
+    the flags already factorised, if at hand)."""
     if flags.size == 0:
         return np.zeros(0, dtype=bool)
     keep = {f.strip() for f in quality_flags}
     # Few distinct flag strings per file: decide once per distinct string (hashing, no sort).
-    codes, uniq = _factorize(flags)
-    return np.array([_accepted(str(u), keep) for u in uniq], dtype=bool)[codes]
+    index, uniq = codes if codes is not None else _factorize(flags)
+    return np.array([_accepted(str(u), keep) for u in uniq], dtype=bool)[index]
 
 
-def unknown_flags(series: SensorSeries, quality_flags: Iterable[str]) -> list[Rejection]:
-    """One report entry per distinct flag that is neither ISMN's nor accepted by the config."""
+def unknown_flags(
+    series: SensorSeries, quality_flags: Iterable[str], codes: FlagCodes | None = None
+) -> list[Rejection]:
+    """One report entry per distinct flag that is neither ISMN's nor accepted by the config (`codes`:
+    `flag_codes(series)`, if at hand)."""
     if not series.has_flags or series.flags.size == 0:
         return []
     accepted = {f.strip() for f in quality_flags}
-    codes, uniq = _factorize(series.flags)
+    index, uniq = codes if codes is not None else _factorize(series.flags)
     out = []
     for k, flag in enumerate(uniq.tolist()):
         if all(ISMN_FLAG.match(p) or p in accepted for p in _flag_parts(str(flag))):
             continue
-        where = np.flatnonzero(codes == k)
+        where = np.flatnonzero(index == k)
         line = int(series.lines[where].min())
         reason = f"unknown quality flag {str(flag)!r} on {where.size} values (first on this line); not good"
         out.append(Rejection(series.meta.source_file, line, reason))
     return out
 
 
-def valid_values(series: SensorSeries, cfg: IngestConfig) -> tuple[np.ndarray, QCCounts]:
-    """Boolean mask of the valid values of `series`, and what was removed."""
+def valid_values(
+    series: SensorSeries, cfg: IngestConfig, codes: FlagCodes | None = None
+) -> tuple[np.ndarray, QCCounts]:
+    """Boolean mask of the valid values of `series`, and what was removed (`codes`:
+    `flag_codes(series)`, if at hand)."""
     n = series.values.size
-    good_flag = flag_mask(series.flags, cfg.quality_flags) if series.has_flags else np.ones(n, dtype=bool)
+    if series.has_flags:
+        good_flag = flag_mask(series.flags, cfg.quality_flags, codes)
+    else:
+        good_flag = np.ones(n, dtype=bool)
     finite = np.isfinite(series.values)
     with np.errstate(invalid="ignore"):
         in_range = (series.values >= VALID_MIN) & (series.values <= VALID_MAX)
@@ -139,18 +164,20 @@ def daily_means(time: np.ndarray, values: np.ndarray, min_obs_per_day: int) -> p
     n = np.diff(np.append(starts, days.size))
     sums = np.add.reduceat(np.asarray(values, dtype=np.float64), starts)
     enough = n >= min_obs_per_day
+    # No dtype= (the means are float64 already): pandas' dtype handling costs more than the rest here.
     return pd.Series(
-        sums[enough] / n[enough],
-        index=pd.DatetimeIndex(days[starts][enough].astype("datetime64[ns]")),
-        dtype="float64",
+        sums[enough] / n[enough], index=pd.DatetimeIndex(days[starts][enough].astype("datetime64[ns]"))
     )
 
 
-def qc_daily(series: SensorSeries, cfg: IngestConfig, meta: SensorMeta | None = None) -> DailySeries:
+def qc_daily(
+    series: SensorSeries, cfg: IngestConfig, meta: SensorMeta | None = None, codes: FlagCodes | None = None
+) -> DailySeries:
     """Quality control and daily aggregation of one sensor (see the module docstring).
 
-    `meta` replaces the series' own metadata in the result (e.g. with site properties added)."""
-    valid, counts = valid_values(series, cfg)
+    `meta` replaces the series' own metadata in the result (e.g. with site properties added);
+    `codes` is `flag_codes(series)` if at hand (shared with `unknown_flags`)."""
+    valid, counts = valid_values(series, cfg, codes)
     if series.daily:
         days = series.time[valid].astype("datetime64[D]").astype("datetime64[ns]")
         daily = pd.Series(series.values[valid], index=pd.DatetimeIndex(days), dtype="float64")

@@ -3,8 +3,9 @@
 ISMN station files are lines of whitespace-separated tokens. `Tokens` finds every token of a file at
 once (byte offsets of token starts and ends, tokens per line; space and every control character
 separate tokens), and converts the k-th token of many lines at once into numbers, date-times or
-short strings. Tokens are first factorised (hashing their bytes as uint64 words), so each distinct
-date, time, value or flag is parsed once: an hourly file has one date per day and few flags. Only
+short strings. Tokens are first factorised (runs of equal tokens, else hashing their bytes as uint64
+words), so each distinct date, value or flag is parsed once: an hourly file has one date per day and
+few flags (`HH:MM` times, fixed-width, are parsed directly on every line). Only
 tokens that fail the vectorised parse (a value such as `1e-3`, garbage) are looked at one by one, so
 a well-formed file costs a handful of numpy passes over its bytes and no per-line Python.
 
@@ -159,9 +160,12 @@ class Tokens:
 
     def _words(self, s: np.ndarray, length: np.ndarray, n_words: int) -> list[np.ndarray]:
         out = []
+        shortest = int(length.min()) if length.size else 0
         for j in range(n_words):
-            keep = _BYTE_MASK[np.minimum(np.maximum(length - 8 * j, 0), 8)]
-            out.append(self._u64[s + 8 * j] & keep)
+            word = self._u64[s + 8 * j]
+            if shortest < 8 * (j + 1):  # some token ends within this word: zero the bytes after it
+                word &= _BYTE_MASK[np.minimum(np.maximum(length - 8 * j, 0), 8)]
+            out.append(word)
         return out
 
     def distinct(
@@ -201,15 +205,17 @@ class Tokens:
     def datetimes(self, rows: np.ndarray, k_date: int, k_time: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens `k_date` (`YYYY/MM/DD`) and `k_time` (`HH:MM`) of `rows` as `datetime64[ns]`, and a
         mask of valid stamps (real calendar dates in 1800..2200, hours 0-23, minutes 0-59). Each
-        distinct date and time token is parsed once (a file has few: one date per day)."""
+        distinct date is parsed once (one per day); times are parsed on every line."""
         if rows.size == 0:
             return np.zeros(0, dtype="datetime64[ns]"), np.zeros(0, dtype=bool)
         dblock, dlen, dcode, dfits = self.distinct(rows, k_date, 16)
-        tblock, tlen, tcode, tfits = self.distinct(rows, k_time, 8)
         days, dok = _parse_dates(dblock, dlen)
-        minutes, tok = _parse_clocks(tblock, tlen)
-        ok = dok[dcode] & tok[tcode] & dfits & tfits
-        stamps = (days[dcode] * 1440 + minutes[tcode]) * _NS_PER_MINUTE
+        # Times change on every line (no runs) and are 5 bytes: parsing each one from its uint64 word
+        # costs less than hashing them.
+        s, e = self.span(rows, k_time)
+        minutes, tok = _parse_clock_words(self._u64[s], e - s)
+        ok = dok[dcode] & tok & dfits
+        stamps = (days[dcode] * 1440 + minutes) * _NS_PER_MINUTE
         return np.where(ok, stamps, np.iinfo(np.int64).min).astype("datetime64[ns]"), ok
 
 
@@ -220,8 +226,8 @@ def _parse_decimals(block: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, 
     dot = block == 46
     negative = block[:, 0] == 45
     signed = negative | (block[:, 0] == 43)
-    n_digits = digit.sum(axis=1)
-    n_dots = dot.sum(axis=1)
+    n_digits = _row_counts(digit)
+    n_dots = _row_counts(dot)
     fast = (
         (length <= width)
         & (n_digits >= 1)
@@ -244,6 +250,18 @@ def _parse_decimals(block: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, 
     return np.where(fast, parsed, np.nan), fast
 
 
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """True entries per row of a 2-D bool array, as int64.
+
+    Rows of 8k bytes are counted as k uint64 words with a popcount (a bool is one byte, 0 or 1):
+    numpy's sum(axis=1) over such short rows is several times slower."""
+    width = mask.shape[1]
+    if width % 8 or not mask.flags.c_contiguous:
+        return mask.sum(axis=1)
+    bits = np.bitwise_count(mask.view(np.uint64))
+    return bits[:, 0].astype(np.int64) if width == 8 else bits.sum(axis=1, dtype=np.int64)
+
+
 def _digits(block: np.ndarray, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The digits at `positions` of each row as int64 (n, len(positions)), and whether all are digits."""
     d = block[:, positions].astype(np.int64) - _DIGIT0
@@ -262,12 +280,17 @@ def _parse_dates(block: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.
     return np.where(ok, days_from_civil(year, month, day), 0), ok
 
 
-def _parse_clocks(block: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`HH:MM` tokens → minutes after midnight and a validity mask."""
-    d, digits_ok = _digits(block, [0, 1, 3, 4])
-    hour = d[:, 0] * 10 + d[:, 1]
-    minute = d[:, 2] * 10 + d[:, 3]
-    ok = digits_ok & (length == 5) & (block[:, 2] == 58) & (hour <= 23) & (minute <= 59)
+def _parse_clock_words(word: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`HH:MM` tokens given as their first little-endian uint64 word → minutes after midnight and a
+    validity mask (the bytes after a 5-byte token are never looked at)."""
+    digit = [((word >> np.uint64(8 * i)) & np.uint64(0xFF)).astype(np.int64) - _DIGIT0 for i in (0, 1, 3, 4)]
+    colon = (word >> np.uint64(16)) & np.uint64(0xFF)
+    ok = (length == 5) & (colon == 58)
+    for d in digit:
+        ok &= (d >= 0) & (d <= 9)
+    hour = digit[0] * 10 + digit[1]
+    minute = digit[2] * 10 + digit[3]
+    ok &= (hour <= 23) & (minute <= 59)
     return np.where(ok, hour * 60 + minute, 0), ok
 
 
@@ -280,7 +303,8 @@ def _factorize_rows(words: list[np.ndarray], hash_above: int) -> tuple[np.ndarra
     runs, rows are hashed instead (pandas.factorize, one word at a time), so that equal rows anywhere
     share a code."""
     n = words[0].size
-    change = np.ones(n, dtype=bool)
+    change = np.zeros(n, dtype=bool)  # (all-True would make every row a run of its own)
+    change[:1] = True
     for w in words:
         change[1:] |= w[1:] != w[:-1]
     run_first = np.flatnonzero(change)
