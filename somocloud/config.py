@@ -169,8 +169,9 @@ class TargetsConfig(Section):
 class ForcingConfig(Section):
     """Building the daily forcing cube from the hourly source."""
 
-    source: Literal["era5"] = "era5"
-    """Name of the hourly forcing source in the source registry."""
+    source: str = "era5"
+    """Name of the forcing source in `somocloud.forcing.sources.SOURCES` (`era5`, `era5_land`, `cf_daily`,
+    `mswep_daily`, ...); checked against the registry when the config is loaded."""
     days_per_task: int = Field(32, ge=1)
     """Days read and aggregated by one task (the map-chunked working unit)."""
     min_hours_per_day: int = Field(24, ge=1, le=24)
@@ -179,6 +180,16 @@ class ForcingConfig(Section):
     """Lat/lon chunk size of the pixel-chunked cube (time is one chunk)."""
     keep_intermediate: bool = False
     """Keep the daily map-chunked intermediate (`<forcing>.daily-maps.zarr`) after both cubes are complete."""
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        # imported here: the forcing package imports this module
+        from somocloud.forcing.sources import SOURCES
+
+        if value not in SOURCES:
+            raise ValueError(f"unknown forcing source {value!r}; known: {sorted(SOURCES)}")
+        return value
 
 
 class ModelConfig(Section):

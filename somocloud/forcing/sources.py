@@ -357,3 +357,43 @@ def daily_series(
         if following is not None:
             current = following
     return np.concatenate(results, axis=0).astype("float32")
+
+
+# --- ERA5-Land hourly, same long names as ERA5 -----------------------------------------------------------
+
+ERA5_LAND_ACCUMULATED: frozenset[str] = frozenset(
+    {
+        "total_precipitation",
+        "surface_solar_radiation_downwards",
+        "surface_net_solar_radiation",
+        "surface_net_thermal_radiation",
+    }
+)
+"""ERA5-Land variables accumulated since 00 UTC of the day (the stamp D 01:00 holds the first hour, the
+stamp D+1 00:00 the whole of day D); ERA5 stores these per hour instead."""
+
+
+@register_source("era5_land")
+class Era5LandHourly(Era5Hourly):
+    """Hourly ERA5-Land (0.1°) with the ERA5 long names and lexicon.
+
+    Differences to ERA5: the accumulations in `ERA5_LAND_ACCUMULATED` (`tp`, `ssrd`, `snr`) run from
+    00 UTC and are de-accumulated here (hour ending at stamp t = acc[t] − acc[t−1], except at 01:00 where
+    it is acc[t]); a missing accumulation stamp therefore makes two hours missing. Everything else
+    (instantaneous `t2m`, `skt`, dewpoint and surface pressure for `q`, `swvl1..3`, units, dims) is
+    read exactly as ERA5; ERA5-Land has no values over the ocean (NaN there)."""
+
+    name = "era5_land"
+
+    def _read(self, var: str, start: int, stop: int, cells: CellIndex) -> np.ndarray:
+        """As ERA5, with accumulations turned into the amount of the hour ending at each stamp."""
+        if var not in ERA5_LAND_ACCUMULATED:
+            return super()._read(var, start, stop, cells)
+        lead = 1 if start > 0 else 0  # the stamp before `start` (absent only at the store's first stamp)
+        acc = super()._read(var, start - lead, stop, cells)
+        hours = self.dataset["time"].values[start:stop].astype("datetime64[h]")
+        hour_of_day = (hours - hours.astype("datetime64[D]")).astype("int64")
+        previous = acc[:-1] if lead else np.concatenate([np.full_like(acc[:1], np.nan), acc[:-1]], axis=0)
+        current = acc[lead:]
+        first_hour = (hour_of_day == 1).reshape(-1, *([1] * (current.ndim - 1)))
+        return np.where(first_hour, current, current - previous)
