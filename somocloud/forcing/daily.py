@@ -14,11 +14,9 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import xarray as xr
 
-from somocloud import stores
-from somocloud.forcing.sources import LexiconEntry, SourceError, _add, register_source
-from somocloud.grid import CellIndex, Grid, source_cell_index
+from somocloud.forcing.sources import GriddedSource, LexiconEntry, _add, register_source
+from somocloud.grid import CellIndex
 
 _DAY = np.timedelta64(1, "D")
 _SECONDS_PER_DAY = 86400.0
@@ -81,30 +79,14 @@ MSWEP_LEXICON: dict[str, LexiconEntry] = {
 """MSWEP provides `tp` only (an alternative to the ERA5 precipitation)."""
 
 
-class DailyGridSource:
+class DailyGridSource(GriddedSource):
     """A gridded store of daily values whose lexicon maps canonical names to its variables.
 
     Subclasses set `name`, `lexicon`, `units` and optionally `fallbacks`."""
 
     name = "daily"
-    lexicon: Mapping[str, LexiconEntry] = {}
     units: Mapping[str, tuple[str, ...]] = {}
     fallbacks: Mapping[str, LexiconEntry] = {}
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._ds: xr.Dataset | None = None
-
-    @property
-    def dataset(self) -> xr.Dataset:
-        """The store opened without Dask, with `lat`/`lon` renamed to `latitude`/`longitude`."""
-        if self._ds is None:
-            ds = stores.open_zarr(self.url, chunks=None)
-            rename = {
-                short: long for short, long in (("lat", "latitude"), ("lon", "longitude")) if short in ds.dims
-            }
-            self._ds = ds.rename(rename)
-        return self._ds
 
     def entry(self, name: str) -> LexiconEntry:
         """The lexicon entry for `name`: the primary one, or its fallback when only that one is present."""
@@ -123,55 +105,13 @@ class DailyGridSource:
 
     def validate(self, names: Sequence[str], first_day: dt.date, last_day: dt.date) -> None:
         """See `HourlySource.validate`, for a daily time axis covering `first_day` .. `last_day`."""
-        ds = self.dataset
         for name in names:
             entry = self.entry(name)
-            for var in entry.sources:
-                self._check_variable(ds, var, name)
-        if "time" not in ds.coords:
-            raise SourceError(f"{self.url}: coordinate 'time' is missing")
-        times = ds["time"].values.astype("datetime64[ns]")
-        steps = np.diff(times)
-        if steps.size and (steps != _DAY).any():
-            i = int(np.argmax(steps != _DAY))
-            raise SourceError(
-                f"{self.url}: coordinate 'time' is not daily and increasing: "
-                f"{times[i]} is followed by {times[i + 1]}"
-            )
-        days = times.astype("datetime64[D]")
-        first, last = np.datetime64(first_day, "D"), np.datetime64(last_day, "D")
-        if days.size == 0 or days[0] > first or days[-1] < last:
-            span = f"{days[0]} .. {days[-1]}" if days.size else "nothing"
-            raise SourceError(
-                f"{self.url}: coordinate 'time' covers {span}, the build needs {first} .. {last}"
-            )
-
-    def _check_variable(self, ds: xr.Dataset, var: str, name: str) -> None:
-        if var not in ds.data_vars:
             fallback = self.fallbacks.get(name)
             also = f" (nor its fallback {list(fallback.sources)})" if fallback is not None else ""
-            raise SourceError(f"{self.url}: variable {var!r} for {name!r} is missing{also}")
-        if ds[var].dims != ("time", "latitude", "longitude"):
-            raise SourceError(
-                f"{self.url}: variable {var!r} has dims {ds[var].dims}, "
-                "expected (time, lat|latitude, lon|longitude)"
-            )
-        units = ds[var].attrs.get("units")
-        if units not in self.units[var]:
-            raise SourceError(
-                f"{self.url}: variable {var!r} has units {units!r}, expected one of {list(self.units[var])}"
-            )
-
-    def cell_index(self, grid: Grid) -> CellIndex:
-        """See `HourlySource.cell_index` and `somocloud.grid.source_cell_index`."""
-        return source_cell_index(self.dataset, grid, self.url)
-
-    def _day_position(self, day: dt.date) -> int:
-        days = self.dataset["time"].values.astype("datetime64[D]")
-        pos = int(np.searchsorted(days, np.datetime64(day, "D")))
-        if pos >= days.size or days[pos] != np.datetime64(day, "D"):
-            raise SourceError(f"{self.url}: coordinate 'time' has no stamp on {day}")
-        return pos
+            for var in entry.sources:
+                self.check_variable(var, name, also)
+        self.check_time(_DAY, "daily", np.datetime64(first_day, "D"), np.datetime64(last_day, "D"))
 
     def read_daily(
         self,
@@ -183,7 +123,7 @@ class DailyGridSource:
     ) -> dict[str, np.ndarray]:
         """See `HourlySource.read_daily`; `min_hours` is ignored (the values are already daily)."""
         del min_hours
-        d0 = self._day_position(first_day)
+        d0 = self.time_position(np.datetime64(first_day, "D"))
         out: dict[str, np.ndarray] = {}
         for name in names:
             entry = self.entry(name)

@@ -215,13 +215,16 @@ ERA5_LEXICON: dict[str, LexiconEntry] = {
 """Canonical name → ERA5 source variable(s), aggregation and unit conversion."""
 
 
-@register_source("era5")
-class Era5Hourly:
-    """Hourly ERA5 in the analysis-ready Zarr layout: dims (time, latitude, longitude), long names."""
+class GriddedSource:
+    """What every gridded source shares: the store, opened once without Dask (tasks index it directly;
+    no graph inside a task) with `lat`/`lon` dims renamed to `latitude`/`longitude`; where the run grid's
+    cells lie in it; and the checks of its variables and time axis, each naming store and variable.
 
-    name = "era5"
-    lexicon: Mapping[str, LexiconEntry] = ERA5_LEXICON
-    units: Mapping[str, str] = ERA5_UNITS
+    Subclasses set `name`, `lexicon` and `units` (source variable → accepted units string or strings)."""
+
+    name = "gridded"
+    lexicon: Mapping[str, LexiconEntry] = {}
+    units: Mapping[str, str | tuple[str, ...]] = {}
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -229,10 +232,78 @@ class Era5Hourly:
 
     @property
     def dataset(self) -> xr.Dataset:
-        """The store, opened lazily without Dask (tasks index it directly; no graph inside a task)."""
         if self._ds is None:
-            self._ds = stores.open_zarr(self.url, chunks=None)
+            ds = stores.open_zarr(self.url, chunks=None)
+            rename = {
+                short: long for short, long in (("lat", "latitude"), ("lon", "longitude")) if short in ds.dims
+            }
+            self._ds = ds.rename(rename)
         return self._ds
+
+    def cell_index(self, grid: Grid) -> CellIndex:
+        """See `HourlySource.cell_index` and `somocloud.grid.source_cell_index`."""
+        return source_cell_index(self.dataset, grid, self.url)
+
+    def check_variable(self, var: str, for_name: str | None = None, note: str = "") -> None:
+        """`var` (read for canonical `for_name`) must exist with dims (time, latitude, longitude) and one
+        of its accepted units; `note` is added to the message of a missing variable."""
+        ds = self.dataset
+        if var not in ds.data_vars:
+            what = f" for {for_name!r}" if for_name else ""
+            raise SourceError(f"{self.url}: variable {var!r}{what} is missing{note}")
+        if ds[var].dims != ("time", "latitude", "longitude"):
+            raise SourceError(
+                f"{self.url}: variable {var!r} has dims {ds[var].dims}, "
+                "expected (time, lat|latitude, lon|longitude)"
+            )
+        accepted = self.units[var]
+        allowed = (accepted,) if isinstance(accepted, str) else tuple(accepted)
+        units = ds[var].attrs.get("units")
+        if units not in allowed:
+            expected = repr(allowed[0]) if len(allowed) == 1 else f"one of {list(allowed)}"
+            raise SourceError(f"{self.url}: variable {var!r} has units {units!r}, expected {expected}")
+
+    def check_time(self, step: np.timedelta64, label: str, first: np.datetime64, last: np.datetime64) -> None:
+        """The time axis must increase by exactly `step` (`label` says which, e.g. "hourly") and cover
+        `first` .. `last` (shown in their own units)."""
+        ds = self.dataset
+        if "time" not in ds.coords:
+            raise SourceError(f"{self.url}: coordinate 'time' is missing")
+        times = ds["time"].values.astype("datetime64[ns]")
+        steps = np.diff(times)
+        if steps.size and (steps <= np.timedelta64(0, "ns")).any():
+            i = int(np.argmax(steps <= np.timedelta64(0, "ns")))
+            raise SourceError(
+                f"{self.url}: coordinate 'time' is not strictly increasing at index {i + 1} ({times[i + 1]})"
+            )
+        if steps.size and (steps != step).any():
+            i = int(np.argmax(steps != step))
+            raise SourceError(
+                f"{self.url}: coordinate 'time' is not {label}: {times[i]} is followed by {times[i + 1]}"
+            )
+        shown = times.astype(first.dtype)
+        if shown.size == 0 or shown[0] > first or shown[-1] < last:
+            span = f"{shown[0]} .. {shown[-1]}" if shown.size else "nothing"
+            raise SourceError(
+                f"{self.url}: coordinate 'time' covers {span}, the build needs {first} .. {last}"
+            )
+
+    def time_position(self, stamp: np.datetime64) -> int:
+        """Index of `stamp` on the time axis (compared in the stamp's own units)."""
+        times = self.dataset["time"].values.astype(stamp.dtype)
+        pos = int(np.searchsorted(times, stamp))
+        if pos >= times.size or times[pos] != stamp:
+            raise SourceError(f"{self.url}: coordinate 'time' has no stamp {stamp}")
+        return pos
+
+
+@register_source("era5")
+class Era5Hourly(GriddedSource):
+    """Hourly ERA5 in the analysis-ready Zarr layout: dims (time, latitude, longitude), long names."""
+
+    name = "era5"
+    lexicon: Mapping[str, LexiconEntry] = ERA5_LEXICON
+    units: Mapping[str, str] = ERA5_UNITS
 
     def source_variables(self, names: Sequence[str]) -> list[str]:
         """The source variables behind canonical `names`, in first-use order."""
@@ -245,53 +316,10 @@ class Era5Hourly:
 
     def validate(self, names: Sequence[str], first_day: dt.date, last_day: dt.date) -> None:
         """See `HourlySource.validate`; reads metadata and the time coordinate only."""
-        ds = self.dataset
         for var in self.source_variables(names):
-            if var not in ds.data_vars:
-                raise SourceError(f"{self.url}: variable {var!r} is missing")
-            if ds[var].dims != ("time", "latitude", "longitude"):
-                raise SourceError(
-                    f"{self.url}: variable {var!r} has dims {ds[var].dims}, "
-                    "expected ('time', 'latitude', 'longitude')"
-                )
-            units = ds[var].attrs.get("units")
-            if units != self.units[var]:
-                raise SourceError(
-                    f"{self.url}: variable {var!r} has units {units!r}, expected {self.units[var]!r}"
-                )
-        if "time" not in ds.coords:
-            raise SourceError(f"{self.url}: coordinate 'time' is missing")
-        times = ds["time"].values.astype("datetime64[ns]")
-        steps = np.diff(times)
-        if steps.size and (steps <= np.timedelta64(0, "ns")).any():
-            i = int(np.argmax(steps <= np.timedelta64(0, "ns")))
-            raise SourceError(
-                f"{self.url}: coordinate 'time' is not strictly increasing at index {i + 1} ({times[i + 1]})"
-            )
-        if steps.size and (steps != _HOUR).any():
-            i = int(np.argmax(steps != _HOUR))
-            raise SourceError(
-                f"{self.url}: coordinate 'time' is not hourly: {times[i]} is followed by {times[i + 1]}"
-            )
+            self.check_variable(var)
         first = np.datetime64(first_day, "ns")
-        last = np.datetime64(last_day + dt.timedelta(days=1), "ns")
-        if times.size == 0 or times[0] > first or times[-1] < last:
-            span = f"{times[0]} .. {times[-1]}" if times.size else "nothing"
-            raise SourceError(
-                f"{self.url}: coordinate 'time' covers {span}, the build needs {first} .. {last}"
-            )
-
-    def cell_index(self, grid: Grid) -> CellIndex:
-        """See `HourlySource.cell_index` and `somocloud.grid.source_cell_index`."""
-        return source_cell_index(self.dataset, grid, self.url)
-
-    def _hour_position(self, day: dt.date) -> int:
-        times = self.dataset["time"].values.astype("datetime64[ns]")
-        stamp = np.datetime64(day, "ns")
-        pos = int(np.searchsorted(times, stamp))
-        if pos >= times.size or times[pos] != stamp:
-            raise SourceError(f"{self.url}: coordinate 'time' has no stamp {stamp}")
-        return pos
+        self.check_time(_HOUR, "hourly", first, np.datetime64(last_day + dt.timedelta(days=1), "ns"))
 
     def _read(self, var: str, start: int, stop: int, cells: CellIndex) -> np.ndarray:
         """Hours [start, stop) of `var` on the run grid's cells, (hours, nlat, nlon), float64."""
@@ -308,7 +336,7 @@ class Era5Hourly:
         min_hours: int,
     ) -> dict[str, np.ndarray]:
         """See `HourlySource.read_daily`: each source variable's hours are read once, in day blocks."""
-        h0 = self._hour_position(first_day)
+        h0 = self.time_position(np.datetime64(first_day, "ns"))
         out: dict[str, np.ndarray] = {}
         for name in names:
             entry = self.lexicon[name]
