@@ -78,8 +78,9 @@ class StoresConfig(Section):
 
     root: str = "./somocloud-demo"
     """Base URL; every store left unset lives under it."""
-    era5_hourly: str | None = None
-    """Input: hourly ERA5 in the analysis-ready Zarr layout (long names, latitude descending, longitude 0-360)."""
+    forcing_source: str | None = None
+    """Input: the store of `forcing.source` (e.g. hourly ERA5 in the analysis-ready Zarr layout: long names,
+    latitude descending, longitude 0-360); stores of other sources are set in `forcing.variables`."""
     static_inputs: str | None = None
     """Input: static rasters Zarr (texture, porosity, vegetation code, land-sea mask) on the ERA5 layout."""
     dem: str | None = None
@@ -112,10 +113,26 @@ class StoresConfig(Section):
     @field_validator("*")
     @classmethod
     def _no_credentials_in_urls(cls, value: str | None) -> str | None:
-        # user:secret@host URLs would put a credential into every output's attributes.
-        if value is not None and re.match(r"^[a-z0-9]+://[^/]*@", value):
-            raise ValueError("store URLs must not contain credentials; use the environment instead")
-        return value
+        return _no_credentials(value)
+
+
+def _no_credentials(value: str | None) -> str | None:
+    # user:secret@host URLs would put a credential into every output's attributes.
+    if value is not None and re.match(r"^[a-z0-9]+://[^/]*@", value):
+        raise ValueError("store URLs must not contain credentials; use the environment instead")
+    return value
+
+
+def _known_source(value: str) -> str:
+    # imported here: the forcing package imports this module
+    from somocloud.forcing.sources import SOURCES
+
+    if value not in SOURCES:
+        raise ValueError(f"unknown forcing source {value!r}; known: {sorted(SOURCES)}")
+    return value
+
+
+RegridMethod = Literal["auto", "index", "conservative", "bilinear"]
 
 
 class SyntheticConfig(Section):
@@ -166,12 +183,35 @@ class TargetsConfig(Section):
     to the whole record, which may lie mostly outside the period)."""
 
 
+class VariableSourceConfig(Section):
+    """Where one canonical daily variable comes from when not from `forcing.source`."""
+
+    source: str
+    """Name of the source in `somocloud.forcing.sources.SOURCES` (e.g. `mswep_daily` for `tp`)."""
+    store: str
+    """URL of that source's store (plain path, file://, s3://, memory://; never with credentials)."""
+    regrid: RegridMethod = "auto"
+    """How the source is brought onto the run grid (see `forcing.regrid`)."""
+
+    _known = field_validator("source")(classmethod(lambda cls, v: _known_source(v)))
+    _no_credentials_in_url = field_validator("store")(classmethod(lambda cls, v: _no_credentials(v)))
+
+
 class ForcingConfig(Section):
-    """Building the daily forcing cube from the hourly source."""
+    """Building the daily forcing and reference soil moisture cubes from the sources."""
 
     source: str = "era5"
-    """Name of the forcing source in `somocloud.forcing.sources.SOURCES` (`era5`, `era5_land`, `cf_daily`,
-    `mswep_daily`, ...); checked against the registry when the config is loaded."""
+    """Name of the source in `somocloud.forcing.sources.SOURCES` (`era5`, `era5_land`, `cf_daily`,
+    `mswep_daily`, ...) read from `stores.forcing_source`; it provides every canonical variable not set
+    in `variables`. Checked against the registry when the config is loaded."""
+    regrid: RegridMethod = "auto"
+    """How `source` is brought onto the run grid: `auto` picks cells when the source holds the run grid's
+    centres, an area-weighted mean when it is as fine or finer, bilinear when coarser
+    (`somocloud.sampling`); or name the method."""
+    variables: dict[str, VariableSourceConfig] = {}
+    """Canonical variables (`t2m`, `tp`, `q`, `snr`, `ssrd`, `skt`, `swvl1..3`) taken from another source,
+    e.g. `tp: {source: mswep_daily, store: s3://bucket/mswep.zarr}` or `swvl1..3` from ERA5 when the
+    forcing is CF daily data."""
     days_per_task: int = Field(32, ge=1)
     """Days read and aggregated by one task (the map-chunked working unit)."""
     min_hours_per_day: int = Field(24, ge=1, le=24)
@@ -181,15 +221,28 @@ class ForcingConfig(Section):
     keep_intermediate: bool = False
     """Keep the daily map-chunked intermediate (`<forcing>.daily-maps.zarr`) after both cubes are complete."""
 
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        # imported here: the forcing package imports this module
-        from somocloud.forcing.sources import SOURCES
+    _known = field_validator("source")(classmethod(lambda cls, v: _known_source(v)))
 
-        if value not in SOURCES:
-            raise ValueError(f"unknown forcing source {value!r}; known: {sorted(SOURCES)}")
-        return value
+    @model_validator(mode="after")
+    def _every_variable_has_a_source(self) -> ForcingConfig:
+        from somocloud.forcing.sources import SOURCES
+        from somocloud.layers import FORCING_VARIABLES, REFERENCE_VARIABLES
+
+        names = (*FORCING_VARIABLES, *REFERENCE_VARIABLES)
+        unknown = sorted(set(self.variables) - set(names))
+        if unknown:
+            raise ValueError(f"variables: unknown canonical name(s) {unknown}; known: {list(names)}")
+        for name in names:
+            chosen = self.variables.get(name)
+            source = chosen.source if chosen else self.source
+            lexicon = getattr(SOURCES[source], "lexicon", {})
+            if name not in lexicon:
+                where = f"variables.{name}.source" if chosen else "source"
+                raise ValueError(
+                    f"{where}: source {source!r} does not provide {name!r} (it has {sorted(lexicon)}); "
+                    f"take it from another source with `forcing.variables.{name}`"
+                )
+        return self
 
 
 class ModelConfig(Section):
@@ -318,7 +371,7 @@ class ClusterConfig(Section):
 
 # Default file/folder names of stores left unset, under stores.root.
 DEFAULT_STORE_NAMES: dict[str, str] = {
-    "era5_hourly": "inputs/era5_hourly.zarr",
+    "forcing_source": "inputs/era5_hourly.zarr",
     "static_inputs": "inputs/static_inputs.zarr",
     "dem": "inputs/dem.zarr",
     "ismn": "inputs/ismn",

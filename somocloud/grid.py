@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -108,54 +108,3 @@ class Grid:
             "lat": ("lat", self.lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
             "lon": ("lon", self.lon, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
         }
-
-
-@dataclass(frozen=True)
-class CellIndex:
-    """Indices into a source's (latitude, longitude) axes giving the run grid in its own layout.
-
-    `lat[i]` is the source row of run-grid row i (run grid: lat ascending), `lon[j]` the source column of
-    run-grid column j (run grid: lon ascending in [-180, 180))."""
-
-    lat: np.ndarray = field(repr=False)
-    lon: np.ndarray = field(repr=False)
-
-
-def source_cell_index(ds: xr.Dataset, grid: Grid, url: str) -> CellIndex:
-    """Indices of the run grid's cell centres in an ERA5-layout dataset (latitude descending or ascending,
-    longitude in [0, 360) or [-180, 180)).
-
-    The source must hold every run-grid cell centre at the run grid's resolution (exact match after
-    rounding to 6 decimals); regridding is not supported yet. Used for hourly sources and static rasters."""
-    lat_index = _axis_index(ds, "latitude", grid.lat, grid.resolution, url)
-    lon_index = _axis_index(ds, "longitude", grid.lon, grid.resolution, url)
-    return CellIndex(lat=lat_index, lon=lon_index)
-
-
-def _axis_index(ds: xr.Dataset, coord: str, wanted: np.ndarray, resolution: float, url: str) -> np.ndarray:
-    if coord not in ds.coords:
-        raise StoreError(f"{url}: coordinate {coord!r} is missing")
-    have = np.round(np.asarray(ds[coord].values, dtype="float64"), _DECIMALS)
-    if have.size > 1:
-        # The cell size is the smallest spacing; larger steps are allowed (a regional store in 0-360
-        # longitudes that straddles the meridian jumps from ~0 to ~360). Rounding leaves <= 1e-6 jitter.
-        steps = np.abs(np.diff(have))
-        cell = float(steps[steps > 0].min()) if (steps > 0).any() else 0.0
-        if abs(cell - resolution) > 2e-6:
-            raise StoreError(
-                f"{url}: coordinate {coord!r} has spacing {round(cell, _DECIMALS)} degrees, the run grid "
-                f"needs {resolution}; regridding is not supported yet"
-            )
-    target = np.asarray(wanted, dtype="float64")
-    if coord == "longitude" and have.size and have.max() > 180.0:
-        target = np.round(np.mod(target, 360.0), _DECIMALS)  # the source uses 0-360 longitudes
-    target = np.round(target, _DECIMALS)
-    position = {float(v): i for i, v in enumerate(have)}
-    index = np.array([position.get(float(v), -1) for v in target], dtype="int64")
-    missing = target[index < 0]
-    if missing.size:
-        raise StoreError(
-            f"{url}: coordinate {coord!r} lacks {missing.size} of the run grid's {target.size} cell centres "
-            f"(first: {missing[0]}); the source must contain the run grid at the same resolution"
-        )
-    return index

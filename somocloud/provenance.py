@@ -60,18 +60,28 @@ RUNTIME_ONLY = (
     "evaluate.cells_per_batch",
     "ingest.parallel_min_files",
     "ingest.files_per_task",
+    "forcing.variables.*.store",
 )
 
 
 def _without_runtime(config: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(config))
     for dotted in RUNTIME_ONLY:
-        *parents, last = dotted.split(".")
-        node = out
-        for key in parents:
-            node = node.get(key, {})
-        node.pop(last, None)
+        _drop(out, dotted.split("."))
     return out
+
+
+def _drop(node: Any, keys: list[str]) -> None:
+    """Remove the key path `keys` from nested dicts; `*` matches every key at its level."""
+    if not isinstance(node, dict):
+        return
+    head, *rest = keys
+    children = list(node) if head == "*" else [head]
+    for key in children:
+        if not rest:
+            node.pop(key, None)
+        elif key in node:
+            _drop(node[key], rest)
 
 
 def provenance_attrs(cfg: RunConfig, step: str, inputs: Mapping[str, str]) -> dict[str, Any]:

@@ -263,7 +263,15 @@ def conservative(
     _check_fraction(min_valid_fraction)
     array = _check_values(values, src_lat, src_lon)
     w_lat, w_lon = conservative_weights(src_lat, src_lon, grid)
-    data = array.astype("float64", copy=False)
+    return apply_conservative(w_lat, w_lon, array, grid, min_valid_fraction)
+
+
+def apply_conservative(
+    w_lat: sp.csr_matrix, w_lon: sp.csr_matrix, values: np.ndarray, grid: Grid, min_valid_fraction: float
+) -> np.ndarray:
+    """`conservative` with precomputed weights (any subset of source rows/columns holding every nonzero
+    weight: the columns of `w_lat`/`w_lon` are the last two axes of `values`)."""
+    data = values.astype("float64", copy=False)
     valid = np.isfinite(data)
     numerator = _apply(w_lat, w_lon, np.where(valid, data, 0.0))
     if valid.all():  # the common case: one outer product instead of a second pass
@@ -275,7 +283,7 @@ def conservative(
     ok = (covered > 0) & (fraction >= min_valid_fraction - _FRACTION_SLACK)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(ok, numerator / np.where(ok, covered, 1.0), np.nan)
-    return out.astype(_out_dtype(array), copy=False)
+    return out.astype(_out_dtype(values), copy=False)
 
 
 def bilinear_weights(
@@ -323,7 +331,14 @@ def bilinear(
     _check_fraction(min_valid_fraction)
     array = _check_values(values, src_lat, src_lon)
     w_lat, w_lon = bilinear_weights(src_lat, src_lon, grid)
-    data = array.astype("float64", copy=False)
+    return apply_bilinear(w_lat, w_lon, array, min_valid_fraction)
+
+
+def apply_bilinear(
+    w_lat: sp.csr_matrix, w_lon: sp.csr_matrix, values: np.ndarray, min_valid_fraction: float
+) -> np.ndarray:
+    """`bilinear` with precomputed weights (see `apply_conservative` for the subset rule)."""
+    data = values.astype("float64", copy=False)
     valid = np.isfinite(data)
     numerator = _apply(w_lat, w_lon, np.where(valid, data, 0.0))
     total = np.outer(np.asarray(w_lat.sum(axis=1)).ravel(), np.asarray(w_lon.sum(axis=1)).ravel())
@@ -332,7 +347,7 @@ def bilinear(
         fraction = covered / np.where(total > 0, total, 1.0)
         ok = (total > 0) & (covered > 0) & (fraction >= min_valid_fraction - _FRACTION_SLACK)
         out = np.where(ok, numerator / np.where(ok, covered, 1.0), np.nan)
-    return out.astype(_out_dtype(array), copy=False)
+    return out.astype(_out_dtype(values), copy=False)
 
 
 def mode(
@@ -356,9 +371,16 @@ def mode(
     _check_fraction(min_valid_fraction)
     array = _check_values(values, src_lat, src_lon)
     w_lat, w_lon = conservative_weights(src_lat, src_lon, grid)
-    data = array.astype("float64", copy=False)
+    return apply_mode(w_lat, w_lon, array, grid, min_valid_fraction)
+
+
+def apply_mode(
+    w_lat: sp.csr_matrix, w_lon: sp.csr_matrix, values: np.ndarray, grid: Grid, min_valid_fraction: float
+) -> np.ndarray:
+    """`mode` with precomputed (conservative) weights (see `apply_conservative` for the subset rule)."""
+    data = values.astype("float64", copy=False)
     valid = np.isfinite(data)
-    shape = (*data.shape[:-2], grid.nlat, grid.nlon)
+    shape = (*data.shape[:-2], w_lat.shape[0], w_lon.shape[0])
     best_code = np.full(shape, np.nan)
     best_area = np.zeros(shape)
     covered = np.zeros(shape)

@@ -1,16 +1,21 @@
 """The `statics` step: static features of every run-grid cell (SoMo.ml v1 static input set).
 
-Inputs: `static_inputs` (texture, porosity, vegetation code, land-sea mask on the ERA5 layout and grid),
-`dem` (elevation on a grid `dem_factor` times finer, ERA5 layout) and the daily `forcing` cube (long-term
-precipitation and net radiation). Output `statics`, dims `(lat, lon)` on the run grid:
+Inputs: `static_inputs` (texture, porosity, vegetation code, land-sea mask), `dem` (elevation, as fine
+as or finer than the run grid), both regular lat/lon rasters in any layout (latitude either way, 0-360 or
+±180 longitudes) at any resolution, and the daily `forcing` cube (long-term precipitation and net
+radiation). Output `statics`, dims `(lat, lon)` on the run grid:
 
-- `elev_mean`, `elev_std`: mean and population standard deviation (ddof 0) of the DEM cells under each
-  run cell (the `dem_factor` x `dem_factor` block; the factor is inferred from the coordinates);
+- `elev_mean`, `elev_std`: area-weighted mean and standard deviation of the DEM cells overlapping each run
+  cell (`somocloud.sampling`, conservative: std = sqrt(mean(z²) − mean(z)²));
 - `p_mean`: mean daily `tp` over the whole forcing period × 365.25 (mm yr-1);
 - `aridity`: mean net radiation as evaporation equivalent, mean(`snr`) / 2.45 MJ kg-1 (mm day-1),
   divided by mean `tp` (mm day-1); NaN where mean `tp` is 0;
-- `clay`, `sand`, `silt`, `porosity_top`, `porosity_mid`, `veg_type`: copied from `static_inputs`;
-- `land_mask`: `land_sea_mask >= 0.5` (bool).
+- `clay`, `sand`, `silt`, `porosity_top`, `porosity_mid`: from `static_inputs`, picked where the raster
+  holds the run grid's cells, else area-weighted (finer raster) or bilinear (coarser raster);
+- `veg_type`: the code covering most of the cell (area mode) unless the cells line up;
+- `land_mask`: `land_sea_mask >= 0.5` (bool), the mask regridded like the continuous fields.
+
+Rasters are read in bands of run-grid rows so that a 1 km global raster never sits in memory at once.
 
 Days with NaN forcing are left out of the means; a cell with no valid day is NaN.
 """
@@ -27,7 +32,8 @@ import xarray as xr
 from somocloud import provenance, stores
 from somocloud.config import RunConfig
 from somocloud.context import Context
-from somocloud.grid import Grid, source_cell_index
+from somocloud.grid import Grid
+from somocloud.sampling import sampler_for
 from somocloud.stores import StoreError
 
 log = logging.getLogger(__name__)
@@ -37,9 +43,11 @@ LATENT_HEAT_MJ_PER_KG = 2.45
 """Latent heat of vaporisation: 1 mm of evaporation takes 2.45 MJ m-2."""
 DAYS_PER_YEAR = 365.25
 COPIED = ("clay", "sand", "silt", "porosity_top", "porosity_mid", "veg_type")
-"""Variables taken from `static_inputs` as they are."""
+"""Variables taken from `static_inputs` (regridded onto the run grid)."""
+CATEGORICAL = frozenset({"veg_type"})
+"""Codes: regridded by area mode, never averaged."""
 STATIC_INPUT_VARIABLES = ("land_sea_mask", *COPIED)
-_BAND_VALUES = 2**24  # fine DEM values read per band (128 MiB as float64)
+_BAND_VALUES = 2**24  # source raster values read per band (128 MiB as float64)
 
 ATTRS: dict[str, dict[str, str]] = {
     "elev_mean": {"units": "m", "long_name": "mean elevation of the DEM cells in the grid cell"},
@@ -72,13 +80,14 @@ def build_statics(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     dem_ds = _open_checked(inputs["dem"], ("elevation",), ("latitude", "longitude"), {"elevation": "m"})
     forcing_ds = _open_forcing(inputs["forcing"], grid)
 
-    cells = source_cell_index(static_ds, grid, inputs["static_inputs"])
     data: dict[str, np.ndarray] = {}
     # the DEM first: its layout checks are cheap, the long-term forcing means are the costly part
-    data["elev_mean"], data["elev_std"] = dem_block_stats(dem_ds, grid, inputs["dem"])
+    data["elev_mean"], data["elev_std"] = dem_stats(dem_ds, grid, inputs["dem"])
+    static_url = inputs["static_inputs"]
     for name in COPIED:
-        data[name] = _on_grid(static_ds[name], cells).astype("float32")
-    land_sea = _on_grid(static_ds["land_sea_mask"], cells)
+        (values,) = regrid_raster(static_ds[name], grid, static_url, name in CATEGORICAL)
+        data[name] = values.astype("float32")
+    (land_sea,) = regrid_raster(static_ds["land_sea_mask"], grid, static_url)
     with np.errstate(invalid="ignore"):
         land_mask = land_sea >= 0.5  # NaN compares False: sea
     data["p_mean"], data["aridity"] = climate_indices(forcing_ds)
@@ -94,51 +103,45 @@ def build_statics(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     return {"statics": url}
 
 
-def dem_block_stats(dem: xr.Dataset, grid: Grid, url: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (ddof 0) of `elevation` over the factor x factor DEM block under each run cell.
+def dem_stats(dem: xr.Dataset, grid: Grid, url: str) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted mean and standard deviation of `elevation` in each run cell (see the module doc).
 
-    The DEM's resolution must divide the run grid's an integer number of times; its cells are matched to
-    the run grid's sub-cells exactly (after rounding), in any latitude order and 0-360 or ±180 longitudes.
-    Rows are read in bands so that a 1 km global DEM never sits in memory at once."""
-    factor = dem_factor(dem, grid.resolution, url)
-    fine = Grid(grid.resolution / factor, grid.lat_min, grid.lat_max, grid.lon_min, grid.lon_max)
-    cells = source_cell_index(dem, fine, url)
-    mean = np.full(grid.shape, np.nan, dtype="float32")
-    std = np.full(grid.shape, np.nan, dtype="float32")
-    rows_per_band = max(1, _BAND_VALUES // (factor * factor * grid.nlon))
+    The DEM must be at least as fine as the run grid (a coarser one has no sub-cell variability)."""
+    mean, mean_sq = regrid_raster(dem["elevation"], grid, url, moments=2)
+    std = np.sqrt(np.maximum(mean_sq - mean.astype("float64") ** 2, 0.0))
+    return mean.astype("float32"), std.astype("float32")
+
+
+def regrid_raster(
+    da: xr.DataArray, grid: Grid, url: str, categorical: bool = False, moments: int = 1
+) -> list[np.ndarray]:
+    """A `(latitude, longitude)` raster on the run grid, read in bands of run rows; float64.
+
+    `moments=2` also returns the regridded square (for a standard deviation; the raster must then be at
+    least as fine as the run grid). `StoreError` naming `url` and the variable when it cannot cover it."""
+    src_lat, src_lon = da["latitude"].values, da["longitude"].values
+    whole = sampler_for(src_lat, src_lon, grid, url, categorical=categorical)  # checks coverage once
+    if moments > 1 and whole.method == "bilinear":
+        raise StoreError(
+            f"{url}: variable {da.name!r} is coarser than the run grid ({grid.resolution} degrees); "
+            "its within-cell spread needs a raster at least as fine"
+        )
+    out = [np.full(grid.shape, np.nan) for _ in range(moments)]
+    rows_per_band = max(1, _BAND_VALUES // max(1, whole.cells_read // grid.nlat))
     for i0 in range(0, grid.nlat, rows_per_band):
         i1 = min(i0 + rows_per_band, grid.nlat)
-        block = dem["elevation"].isel(latitude=cells.lat[i0 * factor : i1 * factor], longitude=cells.lon)
-        values = np.asarray(block.values, dtype="float64").reshape(i1 - i0, factor, grid.nlon, factor)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks give NaN, as intended
-            mean[i0:i1] = np.nanmean(values, axis=(1, 3))
-            std[i0:i1] = np.nanstd(values, axis=(1, 3))
-    return mean, std
-
-
-def dem_factor(dem: xr.Dataset, resolution: float, url: str) -> int:
-    """How many DEM cells span one run cell in each direction, from the DEM's coordinates."""
-    factors = []
-    for coord in ("latitude", "longitude"):
-        values = np.asarray(dem[coord].values, dtype="float64")
-        if values.size < 2:
-            raise StoreError(
-                f"{url}: coordinate {coord!r} has fewer than 2 values; cannot infer its resolution"
-            )
-        steps = np.abs(np.diff(values))
-        # the smallest step is the cell size (a 0-360 store straddling the meridian has one big jump)
-        step = float(steps[steps > 0].min()) if (steps > 0).any() else 0.0
-        ratio = resolution / step if step > 0 else 0.0
-        if step <= 0 or round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-3 * ratio:
-            raise StoreError(
-                f"{url}: coordinate {coord!r} has resolution {step:g} degrees, not an integer fraction of "
-                f"the run grid's {resolution:g}"
-            )
-        factors.append(round(ratio))
-    if factors[0] != factors[1]:
-        raise StoreError(f"{url}: latitude and longitude resolutions differ (factors {factors}) ")
-    return int(factors[0])
+        band = Grid(
+            grid.resolution,
+            grid.lat_min + i0 * grid.resolution,
+            grid.lat_min + i1 * grid.resolution,
+            grid.lon_min,
+            grid.lon_max,
+        )
+        sampler = sampler_for(src_lat, src_lon, band, url, method=whole.method, categorical=categorical)
+        values = np.asarray(da.isel(latitude=sampler.lat, longitude=sampler.lon).values, dtype="float64")
+        for k in range(moments):
+            out[k][i0:i1] = sampler.apply(values ** (k + 1))
+    return out
 
 
 def climate_indices(forcing: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -168,8 +171,3 @@ def _open_forcing(url: str, grid: Grid) -> xr.Dataset:
     stores.check_variables(ds, url, FORCING_UNITS, ("time", "lat", "lon"), FORCING_UNITS)
     grid.check(ds, url, "forcing")
     return ds
-
-
-def _on_grid(da: xr.DataArray, cells: Any) -> np.ndarray:
-    """A (latitude, longitude) source field as a (lat, lon) run-grid array."""
-    return np.asarray(da.isel(latitude=cells.lat, longitude=cells.lon).values, dtype="float64")

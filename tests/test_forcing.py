@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,7 +110,7 @@ def make_cfg(root: Path, **forcing: Any) -> RunConfig:
             "grid": GRID,
             "period": {"start": "2020-01-03", "end": "2020-01-05"},
             "model": {"seq_length": 3},
-            "stores": {"root": str(root), "era5_hourly": str(root / "era5.zarr")},
+            "stores": {"root": str(root), "forcing_source": str(root / "era5.zarr")},
             "forcing": {"days_per_task": 2, "tile_size": 2, **forcing},
         }
     )
@@ -209,7 +210,7 @@ def test_daily_values_units_and_layout(tmp_path: Path, client: Any) -> None:
         # dewpoint alternates 0 °C / 10 °C hour by hour: q is the daily mean of hourly q
         a["2m_dewpoint_temperature"][1::2] = 273.15
 
-    write_hourly(cfg.store("era5_hourly"), edit=edit)
+    write_hourly(cfg.store("forcing_source"), edit=edit)
     report = build(cfg, client)
     assert report.complete
     assert len(report.day_tasks_run) == 3 and len(report.tile_tasks_run) == 4
@@ -256,7 +257,7 @@ def test_day_boundaries(tmp_path: Path, client: Any) -> None:
         a["skin_temperature"][:] = 276.0
         a["skin_temperature"][boundary] = 300.0  # an instantaneous stamp at 00:00 belongs to its own day
 
-    write_hourly(cfg.store("era5_hourly"), edit=edit)
+    write_hourly(cfg.store("forcing_source"), edit=edit)
     build(cfg, client)
     f = xr.open_zarr(cfg.store("forcing"))
     np.testing.assert_allclose(f.tp.values[:, 0, 0], [0, 5.0, 0, 0, 0], atol=1e-6)
@@ -273,7 +274,7 @@ def test_missing_hours_make_a_nan_day(tmp_path: Path, client: Any) -> None:
         a["total_precipitation"][hour, row, col] = np.nan
 
     strict = make_cfg(tmp_path / "strict")
-    write_hourly(strict.store("era5_hourly"), edit=edit)
+    write_hourly(strict.store("forcing_source"), edit=edit)
     build(strict, client)
     f = xr.open_zarr(strict.store("forcing"))
     assert np.isnan(f.t2m.values[1, 2, 1]) and np.isnan(f.tp.values[1, 2, 1])
@@ -281,7 +282,7 @@ def test_missing_hours_make_a_nan_day(tmp_path: Path, client: Any) -> None:
     assert np.isfinite(f.t2m.values[[0, 2, 3, 4], 2, 1]).all()
 
     relaxed = make_cfg(tmp_path / "relaxed", min_hours_per_day=20)
-    write_hourly(relaxed.store("era5_hourly"), edit=edit)
+    write_hourly(relaxed.store("forcing_source"), edit=edit)
     build(relaxed, client)
     g = xr.open_zarr(relaxed.store("forcing"))
     np.testing.assert_allclose(g.tp.values[1, 2, 1], 24.0, rtol=1e-6)  # 23 valid hours of 1 mm, × 24/23
@@ -293,11 +294,11 @@ def test_resume_redoes_only_unmarked_tasks_and_matches_an_undisturbed_run(
     tmp_path: Path, client: Any
 ) -> None:
     clean = make_cfg(tmp_path / "clean", keep_intermediate=True)
-    write_hourly(clean.store("era5_hourly"))
+    write_hourly(clean.store("forcing_source"))
     build(clean, client)
 
     cfg = make_cfg(tmp_path / "resumed", keep_intermediate=True)
-    write_hourly(cfg.store("era5_hourly"))
+    write_hourly(cfg.store("forcing_source"))
     # Parts: the first share of day tasks only; stage 2 waits for every day task.
     first = build(cfg, client, parts=(1, 2))
     assert first.day_tasks_run == ["days-20200101-0002", "days-20200105-0001"]
@@ -358,12 +359,12 @@ def test_build_on_memory_urls(client: Any) -> None:
             "grid": GRID,
             "period": {"start": "2020-01-03", "end": "2020-01-05"},
             "model": {"seq_length": 3},
-            "stores": {"root": root, "era5_hourly": root + "/era5.zarr"},
+            "stores": {"root": root, "forcing_source": root + "/era5.zarr"},
             "forcing": {"days_per_task": 2, "tile_size": 2},
         }
     )
     try:
-        write_hourly(cfg.store("era5_hourly"))
+        write_hourly(cfg.store("forcing_source"))
         assert build(cfg, client).complete
         f = stores.open_zarr(cfg.store("forcing"))
         np.testing.assert_allclose(f.ssrd.values, 86.4, rtol=1e-6)
@@ -375,7 +376,7 @@ def test_build_on_memory_urls(client: Any) -> None:
 
 def test_changed_settings_rebuild_from_a_fresh_template(tmp_path: Path, client: Any) -> None:
     cfg = make_cfg(tmp_path)
-    write_hourly(cfg.store("era5_hourly"))
+    write_hourly(cfg.store("forcing_source"))
     build(cfg, client)
     changed = make_cfg(tmp_path, min_hours_per_day=12)
     report = build(changed, client)
@@ -395,7 +396,7 @@ def _bad(
 ) -> tuple[RunConfig, str]:
     """A config whose hourly source is broken in one way (nothing else is written)."""
     cfg = make_cfg(tmp_path)
-    url = cfg.store("era5_hourly")
+    url = cfg.store("forcing_source")
     write_hourly(url, times=times, units=units)
     if drop or lon is not None:
         ds = xr.open_zarr(url).load()
@@ -415,7 +416,7 @@ def _bad(
         ("order", r"coordinate 'time' is not strictly increasing"),
         ("gap", r"coordinate 'time' is not hourly"),
         ("short", r"coordinate 'time' covers .*, the build needs"),
-        ("grid", r"coordinate 'longitude' has spacing"),
+        ("grid", r"coordinate 'longitude' does not reach 2 of the run grid's 4"),
     ],
 )
 def test_bad_source_is_rejected_before_any_work(tmp_path: Path, kind: str, pattern: str) -> None:
@@ -441,10 +442,101 @@ def test_bad_source_is_rejected_before_any_work(tmp_path: Path, kind: str, patte
     assert not stores.exists(cfg.store("forcing"))
 
 
-def test_source_without_the_run_grid_cells_is_rejected(tmp_path: Path) -> None:
+def test_source_on_a_shifted_lattice_is_regridded_by_area(tmp_path: Path, client: Any) -> None:
+    """Centres a quarter cell east of the run grid's: each run cell takes 1/4 of the source cell west of
+    it and 3/4 of the one it mostly overlaps (latitudes line up, so only longitude weights matter). The
+    source longitudes are 0-360, so the run cell 0..1 mixes 359.75 and 0.75 (the seam)."""
+    cfg = make_cfg(tmp_path / "shifted", keep_intermediate=True)
+    url = cfg.store("forcing_source")
+    write_hourly(url)
+    ds = xr.open_zarr(url).load()
+    shifted_lon = SRC_LON + 0.25
+    hours = pd.DatetimeIndex(ds.time.values)
+    t2m = 250.0 + 2.0 * SRC_LAT[None, :, None] + shifted_lon[None, None, :] / 10.0
+    ds["2m_temperature"] = (
+        ("time", "latitude", "longitude"),
+        (t2m + np.asarray(hours.hour, "float64")[:, None, None]).astype("float32"),
+        ds["2m_temperature"].attrs,
+    )
+    write_era5(ds.assign_coords(longitude=shifted_lon), url)
+
+    report = build(cfg, client)
+    assert report.complete
+    out = xr.open_zarr(cfg.store("forcing")).load()
+    # run columns -1.5, -0.5, 0.5, 1.5 (0-360: 358.5, 359.5, 0.5, 1.5); source centres at x.75
+    west = np.array([357.75, 358.75, 359.75, 0.75])
+    east = np.array([358.75, 359.75, 0.75, 1.75])
+    lon_mean = 0.25 * west + 0.75 * east
+    lat = np.array([10.5, 11.5, 12.5])
+    expected = 250.0 + 2.0 * lat[:, None] + lon_mean[None, :] / 10.0 + 11.5
+    np.testing.assert_allclose(out.t2m.values, np.broadcast_to(expected, out.t2m.shape), rtol=1e-6)
+    np.testing.assert_allclose(out.tp.values, 24.0, rtol=1e-6)  # constant fields stay constant
+    inputs = json.loads(stores.zarr_attrs(cfg.store("forcing"))["somocloud_inputs"])
+    assert list(inputs) == ["forcing_source"]
+
+
+def test_index_regrid_needs_the_run_grid_cells(tmp_path: Path) -> None:
     cfg, url = _bad(tmp_path, lon=SRC_LON + 0.25)  # same resolution, centres shifted by a quarter cell
+    cfg = cfg.model_copy(update={"forcing": cfg.forcing.model_copy(update={"regrid": "index"})})
     with pytest.raises(
         StoreError, match=r"coordinate 'longitude' lacks 4 of the run grid's 4 cell centres"
     ) as err:
         run_forcing_build(cfg, Context(show_progress=False))
     assert url in str(err.value)
+
+
+def write_mswep_half_degree(url: str, scale: float = 1.0) -> None:
+    """MSWEP daily precipitation at 0.5 degree (finer than the 1-degree run grid), lat descending, lon
+    ±180, stamps at 00:00: the value of a cell is `scale` x (its column index + 10 x its day index)."""
+    lat = np.arange(14.75, 8.0, -0.5)
+    lon = np.arange(-3.75, 4.0, 0.5)
+    days = pd.date_range("2019-12-31", "2020-01-06", freq="D")
+    values = scale * (np.arange(lon.size)[None, None, :] + 10.0 * np.arange(days.size)[:, None, None])
+    values = np.broadcast_to(values, (days.size, lat.size, lon.size))
+    ds = xr.Dataset(
+        {"precipitation": (("time", "lat", "lon"), values.astype("float32"), {"units": "mm/d"})},
+        coords={"time": days.values, "lat": lat, "lon": lon},
+    )
+    stores.write_zarr(ds, url, mode="w")
+
+
+def test_variables_from_several_sources(tmp_path: Path, client: Any) -> None:
+    """`tp` from MSWEP (finer: area mean of its 2 x 2 cells per run cell), everything else from ERA5."""
+    mswep = str(tmp_path / "mswep.zarr")
+    write_mswep_half_degree(mswep)
+    cfg = make_cfg(tmp_path, variables={"tp": {"source": "mswep_daily", "store": mswep}})
+    write_hourly(cfg.store("forcing_source"))
+    report = build(cfg, client)
+    assert report.complete
+    out = xr.open_zarr(cfg.store("forcing")).load()
+    # run column j (lon -2+j .. -1+j) holds MSWEP columns 2j+4 and 2j+5 (lon -3.75 + 0.5 k): mean 2j + 4.5;
+    # build day d is MSWEP day d + 1 (MSWEP starts a day earlier)
+    j = np.arange(4)
+    expected = (2.0 * j + 4.5)[None, None, :] + 10.0 * (np.arange(5) + 1.0)[:, None, None]
+    np.testing.assert_allclose(out.tp.values, np.broadcast_to(expected, out.tp.shape), rtol=1e-6)
+    assert out.tp.attrs["long_name"] == "total precipitation (MSWEP), daily sum"
+    np.testing.assert_allclose(out.ssrd.values, 86.4, rtol=1e-6)  # still ERA5
+    inputs = json.loads(stores.zarr_attrs(cfg.store("forcing"))["somocloud_inputs"])
+    assert inputs["forcing_source.tp"]["url"] == mswep and "forcing_source" in inputs
+
+    # Another MSWEP store (a new version at a new URL) changes the build key: everything is rebuilt.
+    mswep2 = str(tmp_path / "mswep-v2.zarr")
+    write_mswep_half_degree(mswep2, scale=2.0)
+    cfg = make_cfg(tmp_path, variables={"tp": {"source": "mswep_daily", "store": mswep2}})
+    again = build(cfg, client)
+    assert len(again.day_tasks_run) == 3 and again.complete
+    out = xr.open_zarr(cfg.store("forcing")).load()
+    np.testing.assert_allclose(out.tp.values, np.broadcast_to(2.0 * expected, out.tp.shape), rtol=1e-6)
+
+
+def test_a_second_source_is_checked_before_any_work(tmp_path: Path) -> None:
+    mswep = str(tmp_path / "mswep.zarr")
+    write_mswep_half_degree(mswep)
+    ds = xr.open_zarr(mswep).load()
+    ds["precipitation"].attrs["units"] = "mm/3h"
+    stores.write_zarr(ds, mswep, mode="w")
+    cfg = make_cfg(tmp_path, variables={"tp": {"source": "mswep_daily", "store": mswep}})
+    write_hourly(cfg.store("forcing_source"))
+    with pytest.raises(StoreError, match=r"mswep\.zarr: variable 'precipitation' has units 'mm/3h'"):
+        run_forcing_build(cfg, Context(show_progress=False))  # no client: nothing has started
+    assert not stores.exists(cfg.store("forcing"))

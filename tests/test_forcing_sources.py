@@ -43,9 +43,25 @@ def write_cities(url: str, drop: tuple[str, ...] = (), units: dict[str, str] | N
 def test_registry_and_config_know_every_source() -> None:
     assert {"era5", "era5_land", "cf_daily", "mswep_daily"} <= set(SOURCES)
     assert isinstance(get_source("era5_land", "x"), Era5LandHourly)
-    assert ForcingConfig(source="cf_daily").source == "cf_daily"
+    era5 = {"source": "era5", "store": "s3://bucket/era5.zarr"}
+    swvl_from_era5 = {f"swvl{k}": era5 for k in (1, 2, 3)}
+    cfg = ForcingConfig(source="cf_daily", variables=swvl_from_era5)
+    assert cfg.source == "cf_daily" and cfg.variables["swvl2"].source == "era5"
     with pytest.raises(ValueError, match="unknown forcing source 'nope'"):
         ForcingConfig(source="nope")
+    # a source must provide every variable it is asked for, checked when the config is loaded
+    with pytest.raises(
+        ValueError, match=r"source 'cf_daily' does not provide 'swvl1'.*forcing.variables.swvl1"
+    ):
+        ForcingConfig(source="cf_daily")
+    with pytest.raises(
+        ValueError, match=r"variables.t2m.source: source 'mswep_daily' does not provide 't2m'"
+    ):
+        ForcingConfig(variables={"t2m": {"source": "mswep_daily", "store": "x"}})
+    with pytest.raises(ValueError, match=r"unknown canonical name\(s\) \['precip'\]"):
+        ForcingConfig(variables={"precip": {"source": "mswep_daily", "store": "x"}})
+    with pytest.raises(ValueError, match="must not contain credentials"):
+        ForcingConfig(variables={"tp": {"source": "mswep_daily", "store": "s3://key:secret@host/b"}})
 
 
 def test_cf_daily_on_real_era5_daily_values(tmp_path: Path) -> None:
@@ -53,7 +69,7 @@ def test_cf_daily_on_real_era5_daily_values(tmp_path: Path) -> None:
     write_cities(url)
     source = get_source("cf_daily", url)
     source.validate(FORCING_VARIABLES, dt.date(1990, 1, 1), dt.date(1990, 1, 31))
-    cells = source.cell_index(CITY_GRID)
+    cells = source.sampler(CITY_GRID)
     out = source.read_daily(FORCING_VARIABLES, dt.date(1990, 1, 1), 3, cells, min_hours=24)
     assert all(v.shape == (3, 1, 5) and v.dtype == np.float32 for v in out.values())
 
@@ -95,7 +111,7 @@ def test_cf_daily_prefers_ts_over_the_fallback(tmp_path: Path) -> None:
     stores.write_zarr(ds, url)
     source = CfDaily(url)
     source.validate(["skt", "t2m"], dt.date(2000, 1, 1), dt.date(2000, 1, 2))
-    cells = source.cell_index(Grid(0.25, 0.0, 0.25, 0.0, 0.5))
+    cells = source.sampler(Grid(0.25, 0.0, 0.25, 0.0, 0.5))
     out = source.read_daily(["skt", "t2m"], dt.date(2000, 1, 1), 2, cells, min_hours=24)
     assert (out["skt"] == 285.0).all() and (out["t2m"] == 280.0).all()
 
@@ -155,7 +171,7 @@ def test_mswep_daily_precipitation_on_the_run_grid(tmp_path: Path) -> None:
     source.validate(["tp"], dt.date(2001, 3, 2), dt.date(2001, 3, 4))
     # run grid: lat 0.25..0.45 (ascending), lon -179.75..-179.55
     grid = Grid(0.1, 0.2, 0.5, -179.8, -179.5)
-    out = source.read_daily(["tp"], dt.date(2001, 3, 2), 3, source.cell_index(grid), min_hours=24)
+    out = source.read_daily(["tp"], dt.date(2001, 3, 2), 3, source.sampler(grid), min_hours=24)
     tp = out["tp"]
     assert tp.shape == (3, 3, 3)
     # lat 0.25 is source row 7 (0.95 - 0.7), lon -179.75 is column 2; day index 1 -> +0.1
@@ -209,7 +225,7 @@ def test_era5_land_deaccumulates_daily_sums(tmp_path: Path) -> None:
     source = get_source("era5_land", url)
     names = ["tp", "snr", "ssrd", "t2m"]
     source.validate(names, dt.date(2010, 6, 1), dt.date(2010, 6, 3))
-    cells = source.cell_index(Grid(0.1, 50.05, 50.25, 9.95, 10.15))
+    cells = source.sampler(Grid(0.1, 50.05, 50.25, 9.95, 10.15))
     out = source.read_daily(names, dt.date(2010, 6, 1), 3, cells, min_hours=24)
     # day k: 24 h x (k+1)·1e-4 m x 1000 = 2.4·(k+1) mm
     np.testing.assert_allclose(out["tp"][:, 0, 0], [2.4, 4.8, 7.2], rtol=1e-6)

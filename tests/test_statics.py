@@ -114,9 +114,13 @@ def test_statics_values_and_layout(cfg: RunConfig) -> None:
         assert s[name].dims == ("lat", "lon") and s[name].dtype == np.float32, name
     assert s.land_mask.dtype == bool
 
+    mean, std = area_block_stats(0.5)
+    np.testing.assert_allclose(s.elev_mean.values, mean, rtol=1e-6)
+    np.testing.assert_allclose(s.elev_std.values, std, rtol=1e-5)
+    # the unweighted block statistics differ by less than 0.4 % (the rows' areas differ by cos(lat))
     i, j = np.meshgrid(np.arange(2), np.arange(3), indexing="ij")
-    np.testing.assert_allclose(s.elev_mean.values, 200.0 * i + 20.0 * j + 55.0, rtol=1e-6)
-    np.testing.assert_allclose(s.elev_std.values, np.sqrt(2525.0), rtol=1e-6)
+    np.testing.assert_allclose(s.elev_mean.values, 200.0 * i + 20.0 * j + 55.0, rtol=4e-3)
+    np.testing.assert_allclose(s.elev_std.values, np.sqrt(2525.0), rtol=4e-3)
 
     lon360 = np.array([359.5, 0.5, 1.5])
     expected_clay = (s.lat.values[:, None] - 38.0) / 10.0 + lon360[None, :] / 10000.0
@@ -138,21 +142,103 @@ def test_statics_values_and_layout(cfg: RunConfig) -> None:
     assert set(json.loads(attrs["somocloud_inputs"])) == {"static_inputs", "dem", "forcing"}
 
 
-def test_dem_not_an_integer_fraction_is_rejected(cfg: RunConfig) -> None:
-    write_dem(cfg.store("dem"), step=0.4)
-    with pytest.raises(StoreError, match=r"coordinate 'latitude' has resolution 0.4 degrees, not an integer"):
+def area_block_stats(step: float) -> tuple[np.ndarray, np.ndarray]:
+    """By hand: the area-weighted mean and std of `write_dem(step)` in each run cell. Fine cells inside a
+    run cell weigh sin(upper lat) − sin(lower lat) (their longitude widths are equal)."""
+    k = round(1.0 / step)
+    mean, std = np.zeros((2, 3)), np.zeros((2, 3))
+    for i in range(2):
+        edges = 40.0 + i + step * np.arange(k + 1)
+        w_row = np.diff(np.sin(np.deg2rad(edges)))
+        for j in range(3):
+            z = 100.0 * (k * i + np.arange(k))[:, None] + 10.0 * (k * j + np.arange(k))[None, :]
+            w = np.broadcast_to(w_row[:, None], z.shape)
+            mean[i, j] = np.average(z, weights=w)
+            std[i, j] = np.sqrt(np.average((z - mean[i, j]) ** 2, weights=w))
+    return mean, std
+
+
+def test_dem_finer_by_any_factor(cfg: RunConfig) -> None:
+    write_dem(cfg.store("dem"), step=0.25)  # the 4 x 4 block of 100·r + 10·c
+    build_statics(cfg, Context(show_progress=False))
+    s = xr.open_zarr(cfg.store("statics")).load()
+    mean, std = area_block_stats(0.25)
+    np.testing.assert_allclose(s.elev_mean.values, mean, rtol=1e-6)
+    np.testing.assert_allclose(s.elev_std.values, std, rtol=1e-5)
+
+
+def test_dem_not_an_integer_fraction_is_area_weighted(cfg: RunConfig) -> None:
+    """0.4-degree cells straddle run-cell edges: a linear field in longitude keeps its cell-centre value
+    where the overlapping pieces are symmetric, and a constant DEM has no spread."""
+    lat = np.round(np.arange(42.0 - 0.2, 39.9, -0.4), 6)
+    lon = np.round(np.arange(-1.2 + 0.2, 2.2, 0.4), 6)  # -1.0 .. 2.0, straddling every run edge
+    elev = np.broadcast_to(1000.0 + 0.0 * lon[None, :], (lat.size, lon.size))
+    ds = xr.Dataset(
+        {"elevation": (("latitude", "longitude"), elev.astype("float32"), {"units": "m"})},
+        coords={"latitude": lat, "longitude": lon},
+    )
+    stores.write_zarr(ds, cfg.store("dem"), mode="w")
+    build_statics(cfg, Context(show_progress=False))
+    s = xr.open_zarr(cfg.store("statics")).load()
+    np.testing.assert_allclose(s.elev_mean.values, 1000.0, rtol=1e-6)
+    np.testing.assert_allclose(s.elev_std.values, 0.0, atol=0.05)
+
+
+def test_dem_coarser_than_the_grid_is_rejected(cfg: RunConfig) -> None:
+    lat, lon = np.arange(45.0, 36.0, -2.0), np.arange(-5.0, 6.0, 2.0)
+    ds = xr.Dataset(
+        {"elevation": (("latitude", "longitude"), np.ones((lat.size, lon.size), "float32"), {"units": "m"})},
+        coords={"latitude": lat, "longitude": lon},
+    )
+    stores.write_zarr(ds, cfg.store("dem"), mode="w")
+    with pytest.raises(StoreError, match=r"variable 'elevation' is coarser than the run grid") as err:
         build_statics(cfg, Context(show_progress=False))
+    assert cfg.store("dem") in str(err.value)
     assert not stores.exists(cfg.store("statics"))
 
 
-def test_dem_with_a_finer_integer_factor(cfg: RunConfig) -> None:
-    write_dem(cfg.store("dem"), step=0.25)  # factor 4: the 4 x 4 block of 100·r + 10·c
+def test_static_rasters_finer_and_coarser_than_the_grid(cfg: RunConfig) -> None:
+    """Texture from a 0.5-degree raster is the area mean, vegetation from it the area mode; from a
+    2-degree raster texture is bilinear and vegetation the code of the source cell covering most."""
+    url = cfg.store("static_inputs")
+    # fine: 0.5 degree over lat 39..43, lon -2..3 (±180 frame)
+    lat = np.round(np.arange(42.75, 39.0, -0.5), 6)
+    lon = np.round(np.arange(-1.75, 3.0, 0.5), 6)
+    lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
+    veg = np.where(lon2d < 0.5, 3.0, 5.0)  # run cell 0..1: half its area 3 (0.25), half 5 (0.75): tie → 3
+    fields = {"land_sea_mask": np.ones_like(lat2d), "clay": lon2d, "sand": 0.0 * lat2d, "silt": 0.0 * lat2d,
+              "porosity_top": 0.0 * lat2d, "porosity_mid": 0.0 * lat2d, "veg_type": veg}  # fmt: skip
+    ds = xr.Dataset(
+        {k: (("latitude", "longitude"), v.astype("float32")) for k, v in fields.items()},
+        coords={"latitude": lat, "longitude": lon},
+    )
+    stores.write_zarr(ds, url, mode="w")
     build_statics(cfg, Context(show_progress=False))
     s = xr.open_zarr(cfg.store("statics")).load()
-    offsets = 100.0 * np.arange(4)[:, None] + 10.0 * np.arange(4)[None, :]
-    i, j = np.meshgrid(np.arange(2), np.arange(3), indexing="ij")
-    np.testing.assert_allclose(s.elev_mean.values, 400.0 * i + 40.0 * j + offsets.mean(), rtol=1e-6)
-    np.testing.assert_allclose(s.elev_std.values, offsets.std(), rtol=1e-6)
+    # fine cells centred -0.75, -0.25 | 0.25, 0.75 | 1.25, 1.75 lie inside run cells -1..0 | 0..1 | 1..2
+    np.testing.assert_allclose(s.clay.values, np.broadcast_to([-0.5, 0.5, 1.5], (2, 3)), rtol=1e-6)
+    np.testing.assert_array_equal(s.veg_type.values, np.broadcast_to([3.0, 3.0, 5.0], (2, 3)))
+
+    # coarse: 2 degrees, centres 37, 39, ..., 45 and -4, -2, 0, 2, 4
+    lat, lon = np.arange(45.0, 36.0, -2.0), np.arange(-4.0, 5.0, 2.0)
+    lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
+    fields = {"land_sea_mask": np.ones_like(lat2d), "clay": lon2d + 10.0 * lat2d, "sand": 0.0 * lat2d,
+              "silt": 0.0 * lat2d, "porosity_top": 0.0 * lat2d, "porosity_mid": 0.0 * lat2d,
+              "veg_type": np.where(lon2d < 1.0, 1.0, 2.0) + 10.0 * (lat2d > 40.0)}  # fmt: skip
+    ds = xr.Dataset(
+        {k: (("latitude", "longitude"), v.astype("float32")) for k, v in fields.items()},
+        coords={"latitude": lat, "longitude": lon},
+    )
+    stores.write_zarr(ds, url, mode="w")
+    build_statics(cfg, Context(show_progress=False))
+    s = xr.open_zarr(cfg.store("statics")).load()
+    run_lat, run_lon = np.array([40.5, 41.5]), np.array([-0.5, 0.5, 1.5])
+    np.testing.assert_allclose(  # bilinear reproduces a linear field
+        s.clay.values, run_lon[None, :] + 10.0 * run_lat[:, None], rtol=1e-6
+    )
+    # both run rows lie in the source row 40..42 (code +10); run columns -1..0 and 0..1 in the source
+    # column -1..1 (code 1), run column 1..2 in the source column 1..3 (code 2)
+    np.testing.assert_array_equal(s.veg_type.values, [[11.0, 11.0, 12.0], [11.0, 11.0, 12.0]])
 
 
 def test_missing_static_variable_names_store_and_variable(cfg: RunConfig) -> None:

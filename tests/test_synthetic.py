@@ -86,7 +86,7 @@ def _parse_stm(url: str) -> tuple[dict[str, Any], list[tuple[str, str, float, st
 
 def test_era5_hourly_layout(built: tuple[RunConfig, dict[str, str], World]) -> None:
     cfg, urls, _ = built
-    ds = _open(urls["era5_hourly"])
+    ds = _open(urls["forcing_source"])
     grid = Grid.from_config(cfg.grid)
     assert set(ds.data_vars) == set(ERA5_VARIABLES)
     assert ds.sizes == {"time": 120 * 24 + 1, "latitude": 6, "longitude": 8}
@@ -107,7 +107,7 @@ def test_era5_hourly_layout(built: tuple[RunConfig, dict[str, str], World]) -> N
 
 def test_hourly_values_plausible(built: tuple[RunConfig, dict[str, str], World]) -> None:
     _, urls, _ = built
-    ds = _open(urls["era5_hourly"])
+    ds = _open(urls["forcing_source"])
     assert (ds["2m_dewpoint_temperature"] < ds["2m_temperature"]).all()
     assert (ds["total_precipitation"] >= 0).all() and (ds["total_precipitation"] > 0).any()
     ssrd = ds["surface_solar_radiation_downwards"]
@@ -204,7 +204,7 @@ def test_memory_days_of_ar1_series() -> None:
 
 def test_day_rule_reproduces_daily_values(built: tuple[RunConfig, dict[str, str], World]) -> None:
     _, urls, world = built
-    ds = _open(urls["era5_hourly"])
+    ds = _open(urls["forcing_source"])
     order = np.argsort(np.mod(world.grid.lon, 360.0))
     nd = world.n_days
     for name in ERA5_VARIABLES:
@@ -328,7 +328,7 @@ def test_same_seed_same_world_other_seed_other_world(
 ) -> None:
     _, urls_a, _ = built
     urls_b = build_world(tiny_config(str(tmp_path / "b")), Context(show_progress=False))
-    for name in ("era5_hourly", "static_inputs", "dem", "truth"):
+    for name in ("forcing_source", "static_inputs", "dem", "truth"):
         a, b = _open(urls_a[name]), _open(urls_b[name])
         for var in a.data_vars:
             np.testing.assert_array_equal(a[var].values, b[var].values, err_msg=f"{name}/{var}")
@@ -349,7 +349,7 @@ def test_builds_into_memory_url() -> None:
     try:
         urls = build_world(cfg, Context(show_progress=False))
         assert all(u.startswith(root) for u in urls.values())
-        ds = stores.open_zarr(urls["era5_hourly"])
+        ds = stores.open_zarr(urls["forcing_source"])
         assert ds.sizes["time"] == 49 * 24 + 1
         assert json.loads(stores.zarr_attrs(urls["truth"])["memory_days"])
         assert len(_ismn_files(urls["ismn"])) >= 3

@@ -1,5 +1,9 @@
-"""The forcing build: hourly source → daily map-chunked intermediate → pixel-chunked `forcing` and
+"""The forcing build: sources → daily map-chunked intermediate → pixel-chunked `forcing` and
 `reference_sm` cubes.
+
+Every canonical variable comes from `forcing.source` (store `stores.forcing_source`) unless
+`forcing.variables` names another source and store for it; each source store is validated and given its
+sampler onto the run grid (`somocloud.sampling`) before anything is written (`plan_sources`).
 
 Hourly ERA5 is stored one map per chunk, so a pixel's time series can only be had by reading every map.
 The build therefore works in two stages of idempotent Dask tasks, each writing a disjoint,
@@ -14,8 +18,10 @@ leaving a marker (`stores.markers_for(url)`) after its data so that a rerun skip
 2. *Tile tasks* (one per `forcing.tile_size` x `tile_size` tile of the run grid): read the tile's column
    of every shard and write one chunk `(all days, tile, tile)` of `forcing` and of `reference_sm`.
 
-A store whose build key (source content id, grid, days and the chunking knobs; see `build_key`) differs
-from the current one is rewritten from its template and its markers are cleared. When a day task is
+A store whose build key (the sources' URLs and content ids, grid, days and the chunking knobs; see
+`build_key`) differs from the current one is rewritten from its template and its markers are cleared. The
+content id of a foreign Zarr store is the hash of its metadata (`provenance.fingerprint`): a new version
+of a source belongs at a new URL (data rewritten in place under identical metadata is not noticed). When a day task is
 (re)written, every tile marker is cleared too (each tile reads every day). Once both final stores are
 complete the intermediate and its markers are deleted (`forcing.keep_intermediate: true` keeps them; a
 kept intermediate with an unmarked day task makes the next run redo that task and the tiles). With
@@ -43,8 +49,9 @@ from somocloud import __version__, provenance, stores
 from somocloud.config import RunConfig
 from somocloud.context import Context, select_parts
 from somocloud.forcing.sources import HourlySource, LexiconEntry, get_source
-from somocloud.grid import CellIndex, Grid, Tile
+from somocloud.grid import Grid, Tile
 from somocloud.layers import FORCING_VARIABLES, REFERENCE_VARIABLES
+from somocloud.sampling import GridSampler
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +81,26 @@ class DayTask:
 
 
 @dataclass(frozen=True)
+class SourcePlan:
+    """The canonical variables one source store provides, and how its cells make the run grid's."""
+
+    label: str
+    """Input name in the provenance attributes (`forcing_source`, or `forcing_source.<names>`)."""
+    source: str
+    url: str
+    names: tuple[str, ...]
+    regrid: str
+    sampler: GridSampler
+
+
+@dataclass(frozen=True)
 class Plan:
     """What every task needs to know; small and picklable (no storage options in it)."""
 
-    source: str
-    source_url: str
+    sources: tuple[SourcePlan, ...]
     intermediate_url: str
     forcing_url: str
     reference_url: str
-    cells: CellIndex
     min_hours: int
     build_key: str
 
@@ -109,31 +127,27 @@ def run_forcing_build(cfg: RunConfig, ctx: Context) -> BuildReport:
     grid = Grid.from_config(cfg.grid)
     first_day, last_day = cfg.lookback_start, cfg.period.end
     days = pd.date_range(first_day, last_day, freq="D").values.astype("datetime64[ns]")
-    source_url = cfg.store("era5_hourly")
-    source = get_source(cfg.forcing.source, source_url)
     names = (*FORCING_VARIABLES, *REFERENCE_VARIABLES)
 
-    # Every check on the source happens before anything is written or a cluster is started.
-    source.validate(names, first_day, last_day)
-    cells = source.cell_index(grid)
+    # Every check on every source happens before anything is written or a cluster is started.
+    source_plans = plan_sources(cfg, grid)
+    entries = {n: get_source(sp.source, sp.url).entry(n) for sp in source_plans for n in sp.names}
 
     forcing_url, reference_url = cfg.store("forcing"), cfg.store("reference_sm")
     inter_url = intermediate_url(forcing_url)
-    key = build_key(cfg, source_url)
+    key = build_key(cfg, source_plans)
     plan = Plan(
-        source=cfg.forcing.source,
-        source_url=source_url,
+        sources=source_plans,
         intermediate_url=inter_url,
         forcing_url=forcing_url,
         reference_url=reference_url,
-        cells=cells,
         min_hours=cfg.forcing.min_hours_per_day,
         build_key=key,
     )
     report = BuildReport(urls={"forcing": forcing_url, "reference_sm": reference_url})
     tiles = grid.tiles(cfg.forcing.tile_size)
     tile_ids = [t.id for t in tiles]
-    attrs = provenance.provenance_attrs(cfg, STEP, {"era5_hourly": source_url})
+    attrs = provenance.provenance_attrs(cfg, STEP, {sp.label: sp.url for sp in source_plans})
 
     day_tasks = plan_day_tasks(first_day, len(days), cfg.forcing.days_per_task)
     day_markers = stores.markers_for(inter_url)
@@ -157,7 +171,7 @@ def run_forcing_build(cfg: RunConfig, ctx: Context) -> BuildReport:
         (reference_url, REFERENCE_VARIABLES, (n_days, ts, ts), None),
     )
     for url, store_names, chunks, shards in layouts:
-        _ensure_template(url, key, source.lexicon, store_names, days, grid, chunks, shards, attrs)
+        _ensure_template(url, key, entries, store_names, days, grid, chunks, shards, attrs)
 
     # Stage 1: day tasks → intermediate.
     done = day_markers.finished()
@@ -197,7 +211,26 @@ def run_forcing_build(cfg: RunConfig, ctx: Context) -> BuildReport:
     return _finish(cfg, plan, attrs, report)
 
 
-def build_key(cfg: RunConfig, source_url: str) -> str:
+def plan_sources(cfg: RunConfig, grid: Grid) -> tuple[SourcePlan, ...]:
+    """The source stores of the build, each with the canonical names it provides, validated (variables,
+    units, time axis) and with its sampler onto the run grid: `SourceError` before any work."""
+    main = (cfg.forcing.source, cfg.store("forcing_source"), cfg.forcing.regrid)
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for name in (*FORCING_VARIABLES, *REFERENCE_VARIABLES):
+        chosen = cfg.forcing.variables.get(name)
+        groups.setdefault((chosen.source, chosen.store, chosen.regrid) if chosen else main, []).append(name)
+    plans = []
+    for (source_name, url, method), names in groups.items():
+        source = get_source(source_name, url)
+        source.validate(names, cfg.lookback_start, cfg.period.end)
+        label = (
+            "forcing_source" if (source_name, url, method) == main else "forcing_source." + "+".join(names)
+        )
+        plans.append(SourcePlan(label, source_name, url, tuple(names), method, source.sampler(grid, method)))
+    return tuple(plans)
+
+
+def build_key(cfg: RunConfig, source_plans: Sequence[SourcePlan]) -> str:
     """A hash of everything that determines the bytes of the stores this build writes.
 
     Unlike the provenance content id it ignores config sections that do not touch forcing (training,
@@ -205,9 +238,16 @@ def build_key(cfg: RunConfig, source_url: str) -> str:
     return provenance.sha256_json(
         {
             "version": __version__,
-            "source": cfg.forcing.source,
-            "source_url": source_url,
-            "source_content_id": provenance.fingerprint(source_url),
+            "sources": [
+                {
+                    "source": sp.source,
+                    "url": sp.url,
+                    "content_id": provenance.fingerprint(sp.url),
+                    "names": sp.names,
+                    "regrid": sp.sampler.method,
+                }
+                for sp in source_plans
+            ],
             "grid": cfg.grid.model_dump(mode="json"),
             "first_day": cfg.lookback_start.isoformat(),
             "last_day": cfg.period.end.isoformat(),
@@ -235,9 +275,11 @@ def run_day_task(task: DayTask, plan: Plan, options: Mapping[str, Mapping[str, A
     markers = stores.markers_for(plan.intermediate_url)
     if markers.done(task.id):  # a retried task whose first attempt finished
         return {"task": task.id, "status": "skipped"}
-    source: HourlySource = get_source(plan.source, plan.source_url)
-    names = (*FORCING_VARIABLES, *REFERENCE_VARIABLES)
-    daily = source.read_daily(names, task.first_day, task.stop - task.start, plan.cells, plan.min_hours)
+    daily: dict[str, np.ndarray] = {}
+    for sp in plan.sources:
+        source: HourlySource = get_source(sp.source, sp.url)
+        n_days = task.stop - task.start
+        daily.update(source.read_daily(sp.names, task.first_day, n_days, sp.sampler, plan.min_hours))
     block = xr.Dataset({name: (DIMS, values) for name, values in daily.items()})
     region = {"time": slice(task.start, task.stop), "lat": slice(None), "lon": slice(None)}
     stores.write_zarr(block, plan.intermediate_url, mode="r+", region=region, consolidated=False)
@@ -286,7 +328,7 @@ def _template_matches(url: str, key: str) -> bool:
 def _ensure_template(
     url: str,
     key: str,
-    lexicon: Mapping[str, LexiconEntry],
+    entries: Mapping[str, LexiconEntry],
     names: Sequence[str],
     days: np.ndarray,
     grid: Grid,
@@ -305,7 +347,7 @@ def _ensure_template(
     data_vars = {}
     encoding: dict[str, dict[str, Any]] = {}
     for name in names:
-        entry = lexicon[name]
+        entry = entries[name]
         var_attrs = {
             "units": entry.units,
             "long_name": entry.long_name,

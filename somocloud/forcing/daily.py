@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from somocloud.forcing.sources import GriddedSource, LexiconEntry, _add, register_source
-from somocloud.grid import CellIndex
+from somocloud.sampling import GridSampler
 
 _DAY = np.timedelta64(1, "D")
 _SECONDS_PER_DAY = 86400.0
@@ -90,9 +90,7 @@ class DailyGridSource(GriddedSource):
 
     def entry(self, name: str) -> LexiconEntry:
         """The lexicon entry for `name`: the primary one, or its fallback when only that one is present."""
-        if name not in self.lexicon:
-            raise KeyError(f"source {self.name!r} ({self.url}) has no lexicon entry for {name!r}")
-        primary = self.lexicon[name]
+        primary = super().entry(name)
         fallback = self.fallbacks.get(name)
         have = self.dataset.data_vars
         if (
@@ -118,7 +116,7 @@ class DailyGridSource(GriddedSource):
         names: Sequence[str],
         first_day: dt.date,
         n_days: int,
-        cells: CellIndex,
+        sampler: GridSampler,
         min_hours: int,
     ) -> dict[str, np.ndarray]:
         """See `HourlySource.read_daily`; `min_hours` is ignored (the values are already daily)."""
@@ -130,13 +128,13 @@ class DailyGridSource(GriddedSource):
             arrays = [
                 np.asarray(
                     self.dataset[v]
-                    .isel(time=slice(d0, d0 + n_days), latitude=cells.lat, longitude=cells.lon)
+                    .isel(time=slice(d0, d0 + n_days), latitude=sampler.lat, longitude=sampler.lon)
                     .values,
                     dtype="float64",
                 )
                 for v in entry.sources
             ]
-            out[name] = (entry.hourly(arrays) * entry.scale).astype("float32")
+            out[name] = sampler.apply(entry.hourly(arrays) * entry.scale).astype("float32")
         return out
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import xarray as xr
 
 from somocloud import stores
-from somocloud.grid import CellIndex, Grid, source_cell_index
+from somocloud.grid import Grid
+from somocloud.sampling import GridSampler, sampler_for
 from somocloud.stores import StoreError
 
 Aggregation = Literal["mean", "sum"]
@@ -80,8 +81,13 @@ class HourlySource(Protocol):
         the time axis is monotonic, hourly and covers `first_day` 00:00 .. `last_day + 1` 00:00."""
         ...
 
-    def cell_index(self, grid: Grid) -> CellIndex:
-        """Where the run grid's cells lie in the source; `SourceError` if they are not all there."""
+    def entry(self, name: str) -> LexiconEntry:
+        """How canonical `name` is made from this source (`KeyError` if it is not provided)."""
+        ...
+
+    def sampler(self, grid: Grid, method: str = "auto") -> GridSampler:
+        """Which source cells to read and how they make the run grid's cells (`somocloud.sampling`);
+        `SourceError` if the source cannot cover the run grid."""
         ...
 
     def read_daily(
@@ -89,10 +95,11 @@ class HourlySource(Protocol):
         names: Sequence[str],
         first_day: dt.date,
         n_days: int,
-        cells: CellIndex,
+        sampler: GridSampler,
         min_hours: int,
     ) -> dict[str, np.ndarray]:
-        """Daily values `(n_days, nlat, nlon)` float32 of each canonical name, in canonical units."""
+        """Daily values `(n_days, nlat, nlon)` float32 of each canonical name on the run grid, in canonical
+        units: aggregated on the source cells `sampler` reads, then `sampler.apply`-ed."""
         ...
 
 
@@ -240,9 +247,22 @@ class GriddedSource:
             self._ds = ds.rename(rename)
         return self._ds
 
-    def cell_index(self, grid: Grid) -> CellIndex:
-        """See `HourlySource.cell_index` and `somocloud.grid.source_cell_index`."""
-        return source_cell_index(self.dataset, grid, self.url)
+    def entry(self, name: str) -> LexiconEntry:
+        """See `HourlySource.entry`."""
+        if name not in self.lexicon:
+            raise KeyError(f"source {self.name!r} ({self.url}) has no lexicon entry for {name!r}")
+        return self.lexicon[name]
+
+    def sampler(self, grid: Grid, method: str = "auto") -> GridSampler:
+        """See `HourlySource.sampler`."""
+        ds = self.dataset
+        for coord in ("latitude", "longitude"):
+            if coord not in ds.coords:
+                raise SourceError(f"{self.url}: coordinate {coord!r} is missing")
+        try:
+            return sampler_for(ds["latitude"].values, ds["longitude"].values, grid, self.url, method=method)
+        except StoreError as err:
+            raise SourceError(str(err)) from err
 
     def check_variable(self, var: str, for_name: str | None = None, note: str = "") -> None:
         """`var` (read for canonical `for_name`) must exist with dims (time, latitude, longitude) and one
@@ -321,10 +341,10 @@ class Era5Hourly(GriddedSource):
         first = np.datetime64(first_day, "ns")
         self.check_time(_HOUR, "hourly", first, np.datetime64(last_day + dt.timedelta(days=1), "ns"))
 
-    def _read(self, var: str, start: int, stop: int, cells: CellIndex) -> np.ndarray:
-        """Hours [start, stop) of `var` on the run grid's cells, (hours, nlat, nlon), float64."""
+    def _read(self, var: str, start: int, stop: int, sampler: GridSampler) -> np.ndarray:
+        """Hours [start, stop) of `var` on the source cells `sampler` reads, (hours, rows, cols), float64."""
         # integer arrays on two axes are outer (orthogonal) indexing: zarr reads only the touched chunks
-        da = self.dataset[var].isel(time=slice(start, stop), latitude=cells.lat, longitude=cells.lon)
+        da = self.dataset[var].isel(time=slice(start, stop), latitude=sampler.lat, longitude=sampler.lon)
         return np.asarray(da.values, dtype="float64")
 
     def read_daily(
@@ -332,7 +352,7 @@ class Era5Hourly(GriddedSource):
         names: Sequence[str],
         first_day: dt.date,
         n_days: int,
-        cells: CellIndex,
+        sampler: GridSampler,
         min_hours: int,
     ) -> dict[str, np.ndarray]:
         """See `HourlySource.read_daily`: each source variable's hours are read once, in day blocks."""
@@ -342,11 +362,11 @@ class Era5Hourly(GriddedSource):
             entry = self.lexicon[name]
 
             def block(start: int, stop: int, entry: LexiconEntry = entry) -> np.ndarray:
-                return entry.hourly([self._read(v, h0 + start, h0 + stop, cells) for v in entry.sources])
+                return entry.hourly([self._read(v, h0 + start, h0 + stop, sampler) for v in entry.sources])
 
-            cells_per_hour = cells.lat.size * cells.lon.size * len(entry.sources)
+            cells_per_hour = sampler.cells_read * len(entry.sources)
             days_per_read = _READ_BUDGET_BYTES // (HOURS_PER_DAY * cells_per_hour * 8)
-            out[name] = daily_series(block, entry, n_days, min_hours, days_per_read)
+            out[name] = sampler.apply(daily_series(block, entry, n_days, min_hours, days_per_read))
         return out
 
 
@@ -413,12 +433,12 @@ class Era5LandHourly(Era5Hourly):
 
     name = "era5_land"
 
-    def _read(self, var: str, start: int, stop: int, cells: CellIndex) -> np.ndarray:
+    def _read(self, var: str, start: int, stop: int, sampler: GridSampler) -> np.ndarray:
         """As ERA5, with accumulations turned into the amount of the hour ending at each stamp."""
         if var not in ERA5_LAND_ACCUMULATED:
-            return super()._read(var, start, stop, cells)
+            return super()._read(var, start, stop, sampler)
         lead = 1 if start > 0 else 0  # the stamp before `start` (absent only at the store's first stamp)
-        acc = super()._read(var, start - lead, stop, cells)
+        acc = super()._read(var, start - lead, stop, sampler)
         hours = self.dataset["time"].values[start:stop].astype("datetime64[h]")
         hour_of_day = (hours - hours.astype("datetime64[D]")).astype("int64")
         previous = acc[:-1] if lead else np.concatenate([np.full_like(acc[:1], np.nan), acc[:-1]], axis=0)

@@ -1,7 +1,7 @@
 """The synthetic world: generate it in memory, write it in the raw-input layouts of the data contract.
 
 `generate_world(cfg)` draws statics, daily weather (with a spin-up before `lookback_start`), runs the
-water balance (the truth) and places the stations; `build_world(cfg, ctx)` writes `era5_hourly`,
+water balance (the truth) and places the stations; `build_world(cfg, ctx)` writes `forcing_source` (hourly ERA5),
 `static_inputs`, `dem`, `truth` and `ismn` through `somocloud.stores`, so any store URL works.
 """
 
@@ -294,7 +294,7 @@ def build_world(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         ctx: Run-time context (unused: the world is small and built in this process).
 
     Returns:
-        The written URLs keyed by store name: era5_hourly, static_inputs, dem, truth, ismn.
+        The written URLs keyed by store name: forcing_source, static_inputs, dem, truth, ismn.
     """
     del ctx
     t0 = time.perf_counter()
@@ -303,11 +303,11 @@ def build_world(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         "synthetic world generated in %.1f s (memory days %s)", time.perf_counter() - t0, world.memory_days
     )
     attrs = provenance.provenance_attrs(cfg, STEP, {})
-    urls = {name: cfg.store(name) for name in ("era5_hourly", "static_inputs", "dem", "truth", "ismn")}
+    urls = {name: cfg.store(name) for name in ("forcing_source", "static_inputs", "dem", "truth", "ismn")}
     write_static_inputs(world, urls["static_inputs"], attrs)
     write_dem(world, urls["dem"], attrs)
     write_truth(world, urls["truth"], attrs)
-    write_era5_hourly(world, urls["era5_hourly"], attrs)
+    write_era5_hourly(world, urls["forcing_source"], attrs)
     n_files = write_ismn(world, cfg, urls["ismn"])
     log.info(
         "synthetic world written in %.1f s: %d days, %d stations, %d ISMN files",
