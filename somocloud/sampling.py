@@ -58,6 +58,20 @@ class GridSampler:
     """Latitude and longitude weights whose columns are the rows/columns read (None for `index`)."""
     min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION
 
+    def select(self, da: Any, **other: Any) -> np.ndarray:
+        """`da`'s values at the rows and columns to read (dims `latitude`, `longitude`), in `da`'s dtype;
+        `other` indexes further dims (e.g. `time=slice(a, b)`). Contiguous rows/columns are read as slices
+        (zarr's fast path) and flipped when the source runs the other way."""
+        lat, flip_lat = _indexer(self.lat)
+        lon, flip_lon = _indexer(self.lon)
+        values = np.asarray(da.isel(latitude=lat, longitude=lon, **other).values)
+        axes = list(da.dims)
+        if flip_lat:
+            values = np.flip(values, axis=axes.index("latitude"))
+        if flip_lon:
+            values = np.flip(values, axis=axes.index("longitude"))
+        return values
+
     @property
     def cells_read(self) -> int:
         """Source cells read per map."""
@@ -113,6 +127,17 @@ def sampler_for(
     rows, cols = _used(w_lat), _used(w_lon)
     weights = (w_lat[:, rows].tocsr(), w_lon[:, cols].tocsr())
     return GridSampler(method, rows, cols, grid, weights, min_valid_fraction)
+
+
+def _indexer(index: np.ndarray) -> tuple[slice | np.ndarray, bool]:
+    """A slice (and whether to flip what it reads) for a run of consecutive positions, else `index`."""
+    if index.size > 1:
+        step = np.diff(index)
+        if (step == 1).all():
+            return slice(int(index[0]), int(index[-1]) + 1), False
+        if (step == -1).all():
+            return slice(int(index[-1]), int(index[0]) + 1), True
+    return index, False
 
 
 def _spacing(values: np.ndarray) -> float:

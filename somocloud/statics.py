@@ -138,7 +138,7 @@ def regrid_raster(
             grid.lon_max,
         )
         sampler = sampler_for(src_lat, src_lon, band, url, method=whole.method, categorical=categorical)
-        values = np.asarray(da.isel(latitude=sampler.lat, longitude=sampler.lon).values, dtype="float64")
+        values = sampler.select(da).astype("float64")
         for k in range(moments):
             out[k][i0:i1] = sampler.apply(values ** (k + 1))
     return out

@@ -126,12 +126,7 @@ class DailyGridSource(GriddedSource):
         for name in names:
             entry = self.entry(name)
             arrays = [
-                np.asarray(
-                    self.dataset[v]
-                    .isel(time=slice(d0, d0 + n_days), latitude=sampler.lat, longitude=sampler.lon)
-                    .values,
-                    dtype="float64",
-                )
+                sampler.select(self.dataset[v], time=slice(d0, d0 + n_days)).astype("float64")
                 for v in entry.sources
             ]
             out[name] = sampler.apply(entry.hourly(arrays) * entry.scale).astype("float32")

@@ -36,7 +36,7 @@ Aggregation = Literal["mean", "sum"]
 HOURS_PER_DAY = 24
 _DECIMALS = 6  # same rounding as somocloud.grid, so 0.1-degree coordinates compare exactly
 _HOUR = np.timedelta64(1, "h")
-_READ_BUDGET_BYTES = 2**27  # hourly float64 values of one variable held per read (two reads in flight)
+_READ_BUDGET_BYTES = 2**27  # hourly values (float32) of one variable held per read (two reads in flight)
 
 
 class SourceError(StoreError):
@@ -130,29 +130,42 @@ def get_source(name: str, url: str) -> HourlySource:
 
 
 def specific_humidity(dewpoint_k: np.ndarray, pressure_pa: np.ndarray) -> np.ndarray:
-    """Specific humidity (kg kg-1) from dewpoint (K) and surface pressure (Pa).
+    """Specific humidity (kg kg-1) from dewpoint (K) and surface pressure (Pa), float64.
 
     e = 611.2·exp(17.67·Td/(Td + 243.5)) Pa with Td in °C (Bolton 1980), q = 0.622·e/(p − 0.378·e)."""
+    # in place: hourly global maps are large, and fresh temporaries cost more than the arithmetic
     td_c = np.asarray(dewpoint_k, dtype="float64") - 273.15
-    e = 611.2 * np.exp(17.67 * td_c / (td_c + 243.5))
-    p = np.asarray(pressure_pa, dtype="float64")
-    return np.asarray(0.622 * e / (p - 0.378 * e))
+    e = td_c + 243.5
+    np.divide(td_c, e, out=e)
+    e *= 17.67
+    np.exp(e, out=e)
+    e *= 611.2
+    denominator = np.multiply(e, -0.378, out=td_c)
+    denominator += np.asarray(pressure_pa, dtype="float64")
+    np.divide(e, denominator, out=e)
+    e *= 0.622
+    return e
 
 
 def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.asarray(a, dtype="float64") + np.asarray(b, dtype="float64")
+    total = np.asarray(a, dtype="float64").copy()
+    total += b
+    return total
 
 
 def aggregate_day(hours: np.ndarray, aggregation: Aggregation, min_hours: int) -> np.ndarray:
     """One day's value from its 24 hourly values `(24, ...)`: NaN where fewer than `min_hours` are valid.
 
-    Means average the valid hours; sums are the mean of the valid hours times 24."""
+    Means average the valid hours; sums are the mean of the valid hours times 24. Sums are accumulated in
+    float64 whatever the input's dtype; float32 input is not copied when every hour is valid."""
     if hours.shape[0] != HOURS_PER_DAY:
         raise ValueError(f"a day has {HOURS_PER_DAY} hours, got {hours.shape[0]}")
-    values = np.asarray(hours, dtype="float64")
-    valid = np.isfinite(values)
+    total = np.sum(hours, axis=0, dtype="float64")
+    if np.isfinite(total).all():  # the common case: no missing hour (one pass, no masks)
+        return total if aggregation == "sum" else total / HOURS_PER_DAY
+    valid = np.isfinite(hours)
     count = valid.sum(axis=0)
-    total = np.where(valid, values, 0.0).sum(axis=0)
+    total = np.where(valid, hours, 0.0).sum(axis=0, dtype="float64")
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
     out = mean * HOURS_PER_DAY if aggregation == "sum" else mean
@@ -342,10 +355,9 @@ class Era5Hourly(GriddedSource):
         self.check_time(_HOUR, "hourly", first, np.datetime64(last_day + dt.timedelta(days=1), "ns"))
 
     def _read(self, var: str, start: int, stop: int, sampler: GridSampler) -> np.ndarray:
-        """Hours [start, stop) of `var` on the source cells `sampler` reads, (hours, rows, cols), float64."""
-        # integer arrays on two axes are outer (orthogonal) indexing: zarr reads only the touched chunks
-        da = self.dataset[var].isel(time=slice(start, stop), latitude=sampler.lat, longitude=sampler.lon)
-        return np.asarray(da.values, dtype="float64")
+        """Hours [start, stop) of `var` on the source cells `sampler` reads, (hours, rows, cols), in the
+        store's dtype (float32 for ERA5; aggregation accumulates in float64)."""
+        return sampler.select(self.dataset[var], time=slice(start, stop))
 
     def read_daily(
         self,
@@ -365,7 +377,7 @@ class Era5Hourly(GriddedSource):
                 return entry.hourly([self._read(v, h0 + start, h0 + stop, sampler) for v in entry.sources])
 
             cells_per_hour = sampler.cells_read * len(entry.sources)
-            days_per_read = _READ_BUDGET_BYTES // (HOURS_PER_DAY * cells_per_hour * 8)
+            days_per_read = _READ_BUDGET_BYTES // (HOURS_PER_DAY * cells_per_hour * 4)
             out[name] = sampler.apply(daily_series(block, entry, n_days, min_hours, days_per_read))
         return out
 
@@ -438,7 +450,7 @@ class Era5LandHourly(Era5Hourly):
         if var not in ERA5_LAND_ACCUMULATED:
             return super()._read(var, start, stop, sampler)
         lead = 1 if start > 0 else 0  # the stamp before `start` (absent only at the store's first stamp)
-        acc = super()._read(var, start - lead, stop, sampler)
+        acc = super()._read(var, start - lead, stop, sampler).astype("float64")  # differences of totals
         hours = self.dataset["time"].values[start:stop].astype("datetime64[h]")
         hour_of_day = (hours - hours.astype("datetime64[D]")).astype("int64")
         previous = acc[:-1] if lead else np.concatenate([np.full_like(acc[:1], np.nan), acc[:-1]], axis=0)
