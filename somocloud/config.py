@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from somocloud.layers import N_LAYERS
+
 SCHEMA_VERSION = 1
 
 
@@ -53,7 +55,7 @@ class GridConfig(Section):
 
 
 class PeriodConfig(Section):
-    """The days the product covers. Forcing is also needed `model.seq_length - 1` days before `start`."""
+    """The days the product covers. Forcing is also needed before `start` (see `RunConfig.lookback_start`)."""
 
     start: dt.date = dt.date(2000, 1, 1)
     """First day of the product."""
@@ -256,6 +258,14 @@ class ModelConfig(Section):
     """Lookback window in days (one zero-state window per predicted day)."""
     initial_forget_bias: float = 5.0
     """Initial value of the forget-gate bias."""
+    cascade: bool = True
+    """Layers 2 and 3 also take the simulated soil moisture of the layers above (SoMo.ml); the forcing then
+    starts `3 x (seq_length - 1)` days before the product so that every window of every layer is exact."""
+
+    @property
+    def stages(self) -> int:
+        """Windows chained back from a product day: one per layer with the cascade, else one."""
+        return N_LAYERS if self.cascade else 1
 
 
 class TrainConfig(Section):
@@ -438,8 +448,10 @@ class RunConfig(Section):
 
     @property
     def lookback_start(self) -> dt.date:
-        """First day of forcing needed: `seq_length - 1` days before the product's first day."""
-        return self.period.start - dt.timedelta(days=self.model.seq_length - 1)
+        """First day of forcing needed: `seq_length - 1` days before the product's first day for each
+        chained window (`model.stages`: with the cascade, layer 3's first window needs layer 2's simulation
+        of the 364 days before, which needs layer 1's of the 364 days before those)."""
+        return self.period.start - dt.timedelta(days=self.model.stages * (self.model.seq_length - 1))
 
     def resolved(self) -> dict[str, Any]:
         """The config with every store URL filled in, as JSON-able data (stored in every output)."""

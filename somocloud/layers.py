@@ -19,6 +19,29 @@ STATIC_INPUTS = (
     "porosity_top", "porosity_mid", "veg_type",
 )  # fmt: skip
 """Model static inputs, in SoMo.ml order (ETOPOavg, ETOPOsd, tp, arid, clay, sand, silt, poro_top, poro_mid, domveg)."""
+SIMULATED_PREFIX = "sm_layer"
+"""Dynamic input `sm_layer<j>`: the simulated soil moisture (ensemble mean, m3 m-3) of layer j, fed to the
+layers below it (the layer cascade)."""
+
+
+def simulated_input(layer: int) -> str:
+    """The dynamic input name of layer `layer`'s (1-based) simulated soil moisture."""
+    return f"{SIMULATED_PREFIX}{layer}"
+
+
+def simulated_layer(name: str) -> int | None:
+    """The 1-based layer whose simulation the input `name` is, or None for a forcing-derived input."""
+    suffix = name.removeprefix(SIMULATED_PREFIX)
+    return int(suffix) if suffix != name and suffix.isdigit() else None
+
+
+def layer_dynamic_inputs(layer: int, cascade: bool) -> tuple[str, ...]:
+    """Dynamic inputs of layer `layer` (1-based): the forcing inputs, then with the cascade the simulated
+    soil moisture of every layer above (SoMo.ml: layers 2 and 3 take the layers above)."""
+    above = tuple(simulated_input(j) for j in range(1, layer)) if cascade else ()
+    return (*DYNAMIC_INPUTS, *above)
+
+
 REFERENCE_VARIABLES = ("swvl1", "swvl2", "swvl3")
 """Reference soil moisture layers (ERA5 0-7, 7-28, 28-100 cm)."""
 REFERENCE_BOUNDS = np.array([[0.0, 0.07], [0.07, 0.28], [0.28, 1.0]])

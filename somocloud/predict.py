@@ -39,7 +39,14 @@ from somocloud import provenance, stores
 from somocloud.config import RunConfig
 from somocloud.context import Context, select_parts
 from somocloud.grid import Grid, Tile
-from somocloud.layers import DEPTH_BOUNDS, DEPTHS, FORCING_VARIABLES, N_LAYERS
+from somocloud.layers import (
+    DEPTH_BOUNDS,
+    DEPTHS,
+    FORCING_VARIABLES,
+    N_LAYERS,
+    simulated_input,
+    simulated_layer,
+)
 from somocloud.model.artifact import LoadedModel, ModelCard, load_artifact, read_manifest
 from somocloud.model.features import Scaler, stack_inputs, window_view
 
@@ -97,6 +104,8 @@ class TaskSpec:
     """Index in the forcing cube's time of the product's first day."""
     seq_length: int
     """Window length in days of the model."""
+    lookback: int
+    """Forcing days read before a task's first day: `stages x (seq_length - 1)` (see `cascade_stages`)."""
     batch_windows: int
     """Windows per forward pass."""
     forcing_variables: tuple[str, ...]
@@ -122,8 +131,9 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     check_card(card, cfg.predict.mode, inputs["model"])
     forcing_variables = required_forcing(card, inputs["model"])
     static_variables = tuple(sorted({n for lc in card.layers for n in lc.static_inputs}))
+    lookback = cascade_stages(card) * (card.seq_length - 1)
     forcing_offset = check_forcing(
-        inputs["forcing"], grid, forcing_variables, cfg.period.start, cfg.period.end, card.seq_length
+        inputs["forcing"], grid, forcing_variables, cfg.period.start, cfg.period.end, lookback
     )
     check_statics(inputs["statics"], grid, static_variables)
 
@@ -156,6 +166,7 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         product_content_id=str(attrs[provenance.CONTENT_ID]),
         forcing_offset=forcing_offset,
         seq_length=card.seq_length,
+        lookback=lookback,
         batch_windows=cfg.predict.batch_windows,
         forcing_variables=forcing_variables,
         static_variables=static_variables,
@@ -242,40 +253,60 @@ def check_card(card: ModelCard, mode: str, model_url: str) -> None:
 
 
 def required_forcing(card: ModelCard, model_url: str) -> tuple[str, ...]:
-    """The forcing variables the model's dynamic inputs are built from.
-
-    Inputs that are not forcing-derived (e.g. `sm_layer1`, the simulated soil moisture of the layer
-    above that SoMo.ml feeds layers 2 and 3) would need the layer cascade, which is not implemented."""
+    """The forcing variables the model's dynamic inputs are built from (`sm_layer<j>` inputs, the layer
+    cascade's simulations of the layers above, are made by `predict_tile`, not read)."""
+    depth_of = [float(lc.depth) for lc in card.layers]
     needed = set()
     for k, lc in enumerate(card.layers, start=1):
         for name in lc.dynamic_inputs:
+            upper = simulated_layer(name)
+            if upper is not None:
+                if not 1 <= upper <= N_LAYERS or not any(
+                    np.isclose(d, DEPTHS[upper - 1]) for d in depth_of[: k - 1]
+                ):
+                    raise ValueError(
+                        f"{model_url}/model.json: layer {k} takes {name!r} but the artifact has no model for "
+                        f"that layer before it"
+                    )
+                continue
             if name not in FORCING_INPUTS:
-                raise NotImplementedError(
-                    f"{model_url}/model.json: layer {k} dynamic input {name!r} is not derived from the "
-                    f"forcing cube; predicting with the layer cascade is not implemented"
+                raise ValueError(
+                    f"{model_url}/model.json: layer {k} dynamic input {name!r} is neither derived from the "
+                    f"forcing cube nor a simulated layer (`sm_layer<j>`)"
                 )
             needed.add(DERIVED_INPUTS.get(name, name))
     return tuple(sorted(needed))
 
 
+def cascade_stages(card: ModelCard) -> int:
+    """How many windows are chained back from a product day: 1 + the longest chain of `sm_layer<j>` inputs
+    (3 for SoMo.ml's cascade, 1 without). The forcing must start `stages x (seq_length - 1)` days early."""
+    stages: dict[int, int] = {}
+    for lc in card.layers:
+        own = int(np.argmin(np.abs(DEPTHS - lc.depth))) + 1
+        uppers = [simulated_layer(n) for n in lc.dynamic_inputs]
+        stages[own] = 1 + max((stages.get(j, 1) for j in uppers if j is not None), default=0)
+    return max(stages.values(), default=1)
+
+
 def check_forcing(
-    url: str, grid: Grid, variables: Sequence[str], start: dt.date, end: dt.date, seq_length: int
+    url: str, grid: Grid, variables: Sequence[str], start: dt.date, end: dt.date, lookback: int
 ) -> int:
-    """Check the forcing cube (variables, dims, grid, daily days covering the lookback); returns the
-    time index of `start`."""
+    """Check the forcing cube (variables, dims, grid, daily days covering the `lookback` days before
+    `start`); returns the time index of `start`."""
     ds = stores.open_zarr(url, chunks=None)
     stores.check_variables(ds, url, variables, ("time", "lat", "lon"))
     grid.check(ds, url, "forcing")
-    first = start - dt.timedelta(days=seq_length - 1)
+    first = start - dt.timedelta(days=lookback)
     needed = product_days(first, end)
     have = np.asarray(ds["time"].values).astype("datetime64[ns]")
     i0 = int(np.searchsorted(have, needed[0]))
     if i0 + len(needed) > len(have) or not np.array_equal(have[i0 : i0 + len(needed)], needed):
         raise ValueError(
             f"{url}: variable 'time' must hold every day from {first} (period.start minus the model's "
-            f"seq_length {seq_length} - 1 days) to {end}; rerun `forcing` with this config"
+            f"lookback of {lookback} days) to {end}; rerun `forcing` with this config"
         )
-    return i0 + seq_length - 1
+    return i0 + lookback
 
 
 def check_statics(url: str, grid: Grid, variables: Sequence[str]) -> None:
@@ -376,7 +407,7 @@ def run_task(task: PredictTask, spec: TaskSpec) -> dict[str, Any]:
         markers.mark(task.id, {"status": "sea", "product_content_id": spec.product_content_id})
         return result | {"status": "sea"}
     model = worker_model(spec.model_url, spec.model_content_id)
-    lookback = spec.seq_length - 1
+    lookback = spec.lookback
     forcing = read_forcing(
         spec.forcing_url,
         tile,
@@ -447,7 +478,9 @@ def predict_tile(
 
     Args:
         model: the loaded artifact.
-        forcing: forcing name → (steps, ni, nj); steps = n_days + seq_length - 1 (the lookback first).
+        forcing: forcing name → (steps, ni, nj); steps = n_days + the lookback of `cascade_stages(card)`
+            x (seq_length - 1) days first. With the cascade, each layer's ensemble-mean simulation over
+            every step with a complete window becomes the `sm_layer<k>` input of the layers below.
         statics: static name → (ni, nj).
         land: (ni, nj) land mask.
         batch_windows: windows per forward pass.
@@ -457,9 +490,12 @@ def predict_tile(
         static input and on days whose window holds a non-finite input; number of windows run."""
     card = model.card
     steps, ni, nj = next(iter(forcing.values())).shape
-    n_days = steps - card.seq_length + 1
+    n_days = steps - cascade_stages(card) * (card.seq_length - 1)
     if n_days < 1:
-        raise ValueError(f"{steps} forcing days are fewer than the model's seq_length {card.seq_length}")
+        raise ValueError(
+            f"{steps} forcing days are fewer than the model's lookback of "
+            f"{cascade_stages(card)} x ({card.seq_length} - 1) days plus one"
+        )
     mean = np.full((n_days, N_LAYERS, ni * nj), np.nan, dtype="float32")
     spread = np.full_like(mean, np.nan)
     cells = np.flatnonzero(land.ravel())
@@ -467,16 +503,27 @@ def predict_tile(
     stat_fields = {name: np.asarray(arr, dtype="float32").ravel()[cells] for name, arr in statics.items()}
     scaler: Scaler = card.scaler
     n_windows = 0
+    seq = card.seq_length
     for k, lc in enumerate(card.layers):
         x_d = scaler.apply(stack_inputs(dyn_fields, lc.dynamic_inputs), lc.dynamic_inputs)
         x_s = scaler.apply(stack_inputs(stat_fields, lc.static_inputs), lc.static_inputs)
         members, used = predict_windows(model, k, x_d, x_s, batch_windows)
         n_windows += used
         depth = int(np.argmin(np.abs(DEPTHS - lc.depth)))
-        mean[:, depth, cells] = members.mean(axis=0, dtype="float64").T
-        spread[:, depth, cells] = members.std(axis=0, dtype="float64").T  # population std, 0 for one member
+        simulated = np.full((len(cells), steps), np.nan, dtype="float32")
+        simulated[:, seq - 1 :] = ensemble_mean(members)
+        dyn_fields[simulated_input(depth + 1)] = simulated  # the input of the layers below (the cascade)
+        mean[:, depth, cells] = simulated[:, -n_days:].T
+        spread[:, depth, cells] = members[:, :, -n_days:].std(axis=0, dtype="float64").T  # population std
     shape = (n_days, N_LAYERS, ni, nj)
     return mean.reshape(shape), spread.reshape(shape), n_windows
+
+
+def ensemble_mean(members: np.ndarray) -> np.ndarray:
+    """(members, ...) → float32 mean over members (accumulated in float64); used by `predict` for the
+    product and the cascade's inputs, and by `train` for the cascade's inputs, so both see the same values."""
+    with np.errstate(invalid="ignore"):
+        return members.mean(axis=0, dtype="float64").astype("float32")
 
 
 def valid_windows(bad_step: np.ndarray, seq_length: int) -> np.ndarray:

@@ -16,7 +16,13 @@ What it does, in order:
    target's unit: in-situ daily stds are about 0.02-0.10 m3 m-3, so ε = 0.005 keeps the weights of quiet
    and lively cells apart (about 18x between s = 0.02 and 0.10) while bounding the weight of a near-constant
    series; neuralhydrology's ε = 0.1 (made for discharge in mm/day) would flatten that to about 2.8x.
-5. Members: `train.n_members` per layer, each an independent Dask task with seed
+5. The layer cascade (`model.cascade`): layers are trained in order; after layer k's members are
+   trained, their ensemble-mean simulation at the training cells on every day with a complete window
+   (`simulate_layer`, the same code path as `predict`) becomes the input `sm_layer<k>` of the layers
+   below. Observed targets are never fed as inputs, so a deeper layer learns from what it will be given
+   at inference. The forcing is read `model.stages x (seq_length - 1)` days before the first training day
+   so that even the first training window of layer 3 sees simulated (not missing) upper layers.
+6. Members: `train.n_members` per layer, each an independent Dask task with seed
    `train.seed + 1000 * layer + member` (layer 1-based); Adam, gradient-norm clipping, a random subset of
    at most `train.max_windows_per_epoch` windows per epoch, and a validation loss per epoch on the windows
    of `train.validation_fraction` of the training cells (not fitted).
@@ -44,7 +50,14 @@ from somocloud import provenance, stores
 from somocloud.config import RunConfig
 from somocloud.context import Context
 from somocloud.grid import Grid
-from somocloud.layers import DEPTHS, DYNAMIC_INPUTS, N_LAYERS, STATIC_INPUTS
+from somocloud.layers import (
+    DEPTHS,
+    DYNAMIC_INPUTS,
+    N_LAYERS,
+    STATIC_INPUTS,
+    layer_dynamic_inputs,
+    simulated_layer,
+)
 from somocloud.model.artifact import LayerCard, ModelCard, save_artifact
 from somocloud.model.features import Scaler, stack_inputs
 
@@ -142,7 +155,6 @@ def nse_star_loss(y_hat: Any, y: Any, cell_std: Any, epsilon: float) -> Any:
 class Settings:
     """Hyper-parameters of one member's training (plain values, shipped to the workers)."""
 
-    n_dynamic: int
     n_static: int
     hidden_size: int
     dropout: float
@@ -160,7 +172,6 @@ class Settings:
     def from_config(cls, cfg: RunConfig) -> Settings:
         m, t = cfg.model, cfg.train
         return cls(
-            n_dynamic=len(DYNAMIC_INPUTS),
             n_static=len(STATIC_INPUTS),
             hidden_size=m.hidden_size,
             dropout=m.dropout,
@@ -257,7 +268,8 @@ def train_member(
     Args:
         spec: Layer, member and seed.
         data: The layer's standardised targets, cell stds and sample indexes.
-        x_dyn: (cells, days + seq_length - 1, n_dyn) standardised dynamic inputs of the training cells.
+        x_dyn: (cells, days + seq_length - 1, n_dyn) standardised dynamic inputs of the training cells
+            (n_dyn includes the simulated soil moisture of the layers above, with the cascade).
         x_stat: (cells, n_stat) standardised statics of the training cells.
         settings: Hyper-parameters.
 
@@ -274,7 +286,7 @@ def train_member(
         torch.manual_seed(spec.seed)
         torch.use_deterministic_algorithms(True)
         rng = np.random.default_rng(spec.seed)
-        net = EALSTM(s.n_dynamic, s.n_static, s.hidden_size, s.dropout, s.initial_forget_bias)
+        net = EALSTM(x_dyn.shape[-1], s.n_static, s.hidden_size, s.dropout, s.initial_forget_bias)
         optimiser = torch.optim.Adam(net.parameters(), lr=s.learning_rate)
         n_fit = len(data.fit_cells)
         per_epoch = min(n_fit, s.max_windows_per_epoch or n_fit)
@@ -431,15 +443,21 @@ def _forcing_variables(names: tuple[str, ...]) -> list[str]:
 
 @dataclass
 class Prepared:
-    """Everything the training tasks need, built on the client."""
+    """Everything the training stages need, built on the client (numpy only).
+
+    `x_forcing` covers `lead + seq_length - 1` days before the first training day (`lead` =
+    `(model.stages - 1) * (seq_length - 1)`: the days the cascade's upper layers need to be simulated on
+    before the first window of the layers below), then every training day."""
 
     train_cells: np.ndarray
     holdout_cells: np.ndarray
     validation: np.ndarray
-    x_dyn: np.ndarray
+    x_forcing: np.ndarray
     x_stat: np.ndarray
+    ok_static: np.ndarray
+    y_raw: np.ndarray
+    lead: int
     scaler: Scaler
-    layers: list[LayerData]
     target_mean: list[float]
     target_std: list[float]
     summary: list[dict[str, Any]] = field(default_factory=list)
@@ -491,10 +509,12 @@ def _quiet() -> Iterator[None]:
 
 
 def prepare(cfg: RunConfig) -> Prepared:
-    """Split the cells, read the training cells' inputs and targets, fit the scalers, build samples."""
+    """Split the cells, read the training cells' inputs and targets, fit the scalers of the forcing and
+    static inputs, and the target mean/std per layer."""
     grid = Grid.from_config(cfg.grid)
     start, end = train_period(cfg)
     seq = cfg.model.seq_length
+    lead = (cfg.model.stages - 1) * (seq - 1)
     t_url, f_url, s_url = cfg.store("targets"), cfg.store("forcing"), cfg.store("statics")
 
     targets = read_targets(t_url, grid, start, end)
@@ -515,24 +535,18 @@ def prepare(cfg: RunConfig) -> Prepared:
         rows,
         cols,
         grid,
-        days=(start - dt.timedelta(days=seq - 1), end),
+        days=(start - dt.timedelta(days=lead + seq - 1), end),
     )
     statics = read_pixels(s_url, list(STATIC_INPUTS), rows, cols, grid)
-    dyn_raw = stack_inputs(forcing, DYNAMIC_INPUTS)  # (cells, days + seq - 1, n_dyn)
+    dyn_raw = stack_inputs(forcing, DYNAMIC_INPUTS)  # (cells, lead + seq - 1 + days, n_dyn)
     stat_raw = stack_inputs(statics, STATIC_INPUTS)  # (cells, n_stat)
 
     with _quiet():
         scaler = Scaler.fit(
-            {n: dyn_raw[..., i] for i, n in enumerate(DYNAMIC_INPUTS)}
+            {n: dyn_raw[:, lead:, i] for i, n in enumerate(DYNAMIC_INPUTS)}
             | {n: stat_raw[:, i] for i, n in enumerate(STATIC_INPUTS)}
         )
-    x_dyn = scaler.apply(dyn_raw, DYNAMIC_INPUTS)
-    x_stat = scaler.apply(stat_raw, STATIC_INPUTS)
-    ok_window = valid_window_ends(np.isfinite(dyn_raw).all(axis=2), seq)
-    ok_static = np.isfinite(stat_raw).all(axis=1)
-    validation = pick_validation(len(train_cells), cfg.train.validation_fraction, cfg.seed)
-
-    layers, means, stds, summary = [], [], [], []
+    means, stds = [], []
     for k in range(N_LAYERS):
         raw = y_raw[:, :, k]
         if not np.isfinite(raw).any():
@@ -541,22 +555,91 @@ def prepare(cfg: RunConfig) -> Prepared:
             )
         mean = float(np.nanmean(raw.astype("float64")))
         std = float(np.nanstd(raw.astype("float64")))
-        std = std if std > 0 and np.isfinite(std) else 1.0  # a constant target stays finite
-        data, info = _layer_data(
-            raw, ok_window, ok_static, validation, mean, std, cfg.train.max_windows_per_epoch, cfg.seed
-        )
-        if len(data.fit_cells) == 0:
-            raise ValueError(
-                f"{t_url}: layer {k + 1} (depth {DEPTHS[k]} m) has no training window: no training cell has a "
-                f"finite target together with a finite {seq}-day window in {f_url} and finite statics in {s_url}"
-            )
-        layers.append(data)
         means.append(mean)
-        stds.append(std)
-        summary.append(info)
+        stds.append(std if std > 0 and np.isfinite(std) else 1.0)  # a constant target stays finite
     return Prepared(
-        train_cells, holdout_cells, validation, x_dyn, x_stat, scaler, layers, means, stds, summary
+        train_cells=train_cells,
+        holdout_cells=holdout_cells,
+        validation=pick_validation(len(train_cells), cfg.train.validation_fraction, cfg.seed),
+        x_forcing=scaler.apply(dyn_raw, DYNAMIC_INPUTS),
+        x_stat=scaler.apply(stat_raw, STATIC_INPUTS),
+        ok_static=np.isfinite(stat_raw).all(axis=1),
+        y_raw=y_raw,
+        lead=lead,
+        scaler=scaler,
+        target_mean=means,
+        target_std=stds,
     )
+
+
+def layer_stage(
+    cfg: RunConfig, prep: Prepared, layer: int, simulated: dict[int, np.ndarray]
+) -> tuple[np.ndarray, LayerData]:
+    """Layer `layer`'s (1-based) standardised dynamic inputs over the training windows' days and its samples.
+
+    With the cascade the inputs end with `sm_layer<j>` of every layer above: the ensemble-mean simulation
+    of layer j's trained members (`simulate_layer`), never the observed targets, standardised with scaler
+    entries fitted here on the training cells (added to `prep.scaler`)."""
+    seq = cfg.model.seq_length
+    names = layer_dynamic_inputs(layer, cfg.model.cascade)
+    columns = [prep.x_forcing]
+    for name in names[len(DYNAMIC_INPUTS) :]:
+        sim = simulated[simulated_layer(name) or 0]
+        if name not in prep.scaler.mean:  # fitted on the training days only
+            with _quiet():
+                fitted = Scaler.fit({name: sim[:, prep.lead + seq - 1 :]})
+            prep.scaler.mean[name], prep.scaler.std[name] = fitted.mean[name], fitted.std[name]
+        columns.append(prep.scaler.apply(sim[..., None], [name]))
+    x_full = np.concatenate(columns, axis=2) if len(columns) > 1 else prep.x_forcing
+    x_dyn = np.ascontiguousarray(x_full[:, prep.lead :])  # (cells, seq - 1 + days, n_dyn)
+    ok_window = valid_window_ends(np.isfinite(x_dyn).all(axis=2), seq)
+    data, info = _layer_data(
+        prep.y_raw[:, :, layer - 1],
+        ok_window,
+        prep.ok_static,
+        prep.validation,
+        prep.target_mean[layer - 1],
+        prep.target_std[layer - 1],
+        cfg.train.max_windows_per_epoch,
+        cfg.seed,
+    )
+    if len(data.fit_cells) == 0:
+        raise ValueError(
+            f"{cfg.store('targets')}: layer {layer} (depth {DEPTHS[layer - 1]} m) has no training window: no "
+            f"training cell has a finite target together with a finite {seq}-day window in "
+            f"{cfg.store('forcing')} and finite statics in {cfg.store('statics')}"
+        )
+    prep.summary.append(info)
+    return x_full, data
+
+
+def simulate_layer(
+    cfg: RunConfig, prep: Prepared, layer: int, results: Sequence[MemberResult], x_full: np.ndarray
+) -> np.ndarray:
+    """The ensemble-mean simulation (m3 m-3, clipped at 0) of `layer` at the training cells on every day
+    of `x_full` with a complete window (NaN before), exactly as `predict` computes it."""
+    from somocloud.model.artifact import LoadedModel, build_network
+    from somocloud.predict import ensemble_mean, predict_windows
+
+    seq = cfg.model.seq_length
+    card = LayerCard(
+        depth=float(DEPTHS[layer - 1]),
+        dynamic_inputs=list(layer_dynamic_inputs(layer, cfg.model.cascade)),
+        static_inputs=list(STATIC_INPUTS),
+        target_mean=prep.target_mean[layer - 1],
+        target_std=prep.target_std[layer - 1],
+    )
+    nets = [
+        build_network(card, cfg.model.hidden_size, cfg.model.dropout, cfg.model.initial_forget_bias, r.state)
+        for r in results
+    ]
+    model_card = _model_card(cfg, prep, [card])
+    model = LoadedModel("", model_card, [nets], "")
+    with _TORCH_LOCK:
+        members, _ = predict_windows(model, 0, x_full, prep.x_stat, cfg.predict.batch_windows)
+    sim = np.full(x_full.shape[:2], np.nan, dtype="float32")
+    sim[:, seq - 1 :] = ensemble_mean(members)
+    return sim
 
 
 def member_specs(cfg: RunConfig) -> list[MemberSpec]:
@@ -568,27 +651,23 @@ def member_specs(cfg: RunConfig) -> list[MemberSpec]:
     ]
 
 
-def run_members(cfg: RunConfig, ctx: Context, prep: Prepared) -> list[MemberResult]:
-    """Train every (layer, member) as an independent Dask task; results in spec order."""
+def run_members(
+    cfg: RunConfig, ctx: Context, layer: int, data: LayerData, x_dyn: np.ndarray, x_stat: np.ndarray
+) -> list[MemberResult]:
+    """Train every member of `layer` as an independent Dask task; results in member order."""
     from somocloud.progress import track
 
     client = ctx.dask(cfg.cluster)
-    specs = member_specs(cfg)
+    specs = [s for s in member_specs(cfg) if s.layer == layer]
     settings = Settings.from_config(cfg)
     # The big arrays travel once to every worker, not once per task.
-    x_dyn = client.scatter(prep.x_dyn, broadcast=True)
-    x_stat = client.scatter(prep.x_stat, broadcast=True)
-    layer_data = client.scatter(prep.layers, broadcast=True)
+    x_dyn_f = client.scatter(x_dyn, broadcast=True)
+    x_stat_f = client.scatter(x_stat, broadcast=True)
+    data_f = client.scatter(data, broadcast=True)
     futures = client.map(
-        train_member,
-        specs,
-        [layer_data[s.layer - 1] for s in specs],
-        x_dyn=x_dyn,
-        x_stat=x_stat,
-        settings=settings,
-        pure=False,
+        train_member, specs, data=data_f, x_dyn=x_dyn_f, x_stat=x_stat_f, settings=settings, pure=False
     )
-    done = track(futures, STEP, show=ctx.show_progress)
+    done = track(futures, f"{STEP} layer {layer}", show=ctx.show_progress)
     by_spec = {r.spec: r for r in done}
     return [by_spec[s] for s in specs]
 
@@ -649,13 +728,22 @@ def train(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     inputs = {name: cfg.store(name) for name in ("forcing", "statics", "targets")}
     prep = prepare(cfg)
     log.info(
-        "train: %d training cells (%d for validation), %d held out; windows per layer %s",
+        "train: %d training cells (%d for validation), %d held out",
         len(prep.train_cells),
         int(prep.validation.sum()),
         len(prep.holdout_cells),
-        [s["windows"] for s in prep.summary],
     )
-    results = run_members(cfg, ctx, prep)
+    # Layer by layer: with the cascade, a layer's inputs hold the simulations of the layers above.
+    results: list[MemberResult] = []
+    simulated: dict[int, np.ndarray] = {}
+    for k in range(1, N_LAYERS + 1):
+        x_full, data = layer_stage(cfg, prep, k, simulated)
+        layer_results = run_members(
+            cfg, ctx, k, data, np.ascontiguousarray(x_full[:, prep.lead :]), prep.x_stat
+        )
+        results.extend(layer_results)
+        if cfg.model.cascade and k < N_LAYERS:
+            simulated[k] = simulate_layer(cfg, prep, k, layer_results, x_full)
 
     layer_cards = []
     weights: dict[str, dict[str, Any]] = {}
@@ -666,7 +754,7 @@ def train(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         layer_cards.append(
             LayerCard(
                 depth=float(DEPTHS[k - 1]),
-                dynamic_inputs=list(DYNAMIC_INPUTS),
+                dynamic_inputs=list(layer_dynamic_inputs(k, cfg.model.cascade)),
                 static_inputs=list(STATIC_INPUTS),
                 target_mean=prep.target_mean[k - 1],
                 target_std=prep.target_std[k - 1],
@@ -674,15 +762,7 @@ def train(cfg: RunConfig, ctx: Context) -> dict[str, str]:
                 seeds=[r.spec.seed for r in mine],
             )
         )
-    card = ModelCard(
-        hidden_size=cfg.model.hidden_size,
-        dropout=cfg.model.dropout,
-        seq_length=cfg.model.seq_length,
-        initial_forget_bias=cfg.model.initial_forget_bias,
-        inference_mode=cfg.predict.mode,
-        input_scaler=prep.scaler.to_dict(),
-        layers=layer_cards,
-    )
+    card = _model_card(cfg, prep, layer_cards)
     split = {"train_cells": prep.train_cells.tolist(), "holdout_cells": prep.holdout_cells.tolist()}
     _prepare_output(url)
     content_id = save_artifact(
@@ -708,6 +788,18 @@ def train(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         )
     log.info("train: wrote model artifact %s (content id %s)", url, content_id)
     return {"model": url}
+
+
+def _model_card(cfg: RunConfig, prep: Prepared, layers: list[LayerCard]) -> ModelCard:
+    return ModelCard(
+        hidden_size=cfg.model.hidden_size,
+        dropout=cfg.model.dropout,
+        seq_length=cfg.model.seq_length,
+        initial_forget_bias=cfg.model.initial_forget_bias,
+        inference_mode=cfg.predict.mode,
+        input_scaler=prep.scaler.to_dict(),
+        layers=layers,
+    )
 
 
 def _fmt(values: Sequence[float | None]) -> str:

@@ -72,7 +72,10 @@ def test_lookback_start() -> None:
     cfg = RunConfig.model_validate(
         {"period": {"start": "2000-01-01", "end": "2000-12-31"}, "model": {"seq_length": 365}}
     )
-    assert str(cfg.lookback_start) == "1999-01-02"
+    assert cfg.model.cascade and cfg.model.stages == 3
+    assert str(cfg.lookback_start) == "1997-01-04"  # three chained windows: 3 x 364 days before
+    cfg.model.cascade = False
+    assert str(cfg.lookback_start) == "1999-01-02"  # one window of 365 days ending on 2000-01-01
 
 
 def test_grid_edges_must_be_ordered() -> None:

@@ -109,7 +109,7 @@ def make_cfg(root: Path, **forcing: Any) -> RunConfig:
         {
             "grid": GRID,
             "period": {"start": "2020-01-03", "end": "2020-01-05"},
-            "model": {"seq_length": 3},
+            "model": {"seq_length": 3, "cascade": False},  # a 2-day lookback
             "stores": {"root": str(root), "forcing_source": str(root / "era5.zarr")},
             "forcing": {"days_per_task": 2, "tile_size": 2, **forcing},
         }
@@ -358,7 +358,7 @@ def test_build_on_memory_urls(client: Any) -> None:
         {
             "grid": GRID,
             "period": {"start": "2020-01-03", "end": "2020-01-05"},
-            "model": {"seq_length": 3},
+            "model": {"seq_length": 3, "cascade": False},  # a 2-day lookback
             "stores": {"root": root, "forcing_source": root + "/era5.zarr"},
             "forcing": {"days_per_task": 2, "tile_size": 2},
         }

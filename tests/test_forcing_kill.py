@@ -86,7 +86,7 @@ def write_config(path: Path, root: Path, source: str) -> Path:
     data = {
         "grid": GRID,
         "period": PERIOD,
-        "model": {"seq_length": SEQ_LENGTH},
+        "model": {"seq_length": SEQ_LENGTH, "cascade": False},
         "stores": {"root": str(root), "forcing_source": source},
         "forcing": {"days_per_task": 1, "tile_size": 2, "keep_intermediate": True},
         "cluster": {"kind": "local", "n_workers": 1, "threads_per_worker": 1},

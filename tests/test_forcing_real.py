@@ -1,9 +1,11 @@
 """The `era5` forcing source on real ERA5 hourly values: daily means and sums, the min-count rule for
 missing hours, and regridding, each checked against numbers computed by hand with numpy.
 
-The GRIB (`tests/data/era5/era5-2mt-2019-03-uk.grib`, see `tests/data/README.md`) holds hourly 2 m
-temperature over the UK, March 2019, on 0.25-degree points 58N..50N (descending), 10W..2E. It is read
-with xarray + cfgrib and written into the ARCO Zarr layout the `era5` source reads. Every hand number
+The data (`tests/data/era5/era5-2mt-2019-03-uk.nc`, see `tests/data/README.md`: the xarray tutorial's
+ERA5 GRIB decoded once with cfgrib to float32, values unchanged) hold hourly 2 m temperature over the UK,
+March 2019, on 0.25-degree points 58N..50N (descending), 10W..2E. They are written into the ARCO Zarr
+layout the `era5` source reads. (The GRIB is not read here: ecCodes loaded beside torch in one process
+aborted the interpreter at exit with a double free.) Every hand number
 picks its stamps and points by explicit index arithmetic on the GRIB's own axes (stamp 24*d + h is day
 2019-03-01 + d, hour h; the point (lat, lon) is row 4*(58 - lat), column 4*(lon + 10)), never through
 the code under test.
@@ -24,9 +26,7 @@ from somocloud import stores
 from somocloud.forcing.sources import SourceError, get_source
 from somocloud.grid import Grid
 
-pytest.importorskip("cfgrib")
-
-GRIB = Path(__file__).parent / "data" / "era5" / "era5-2mt-2019-03-uk.grib"
+GRIB = Path(__file__).parent / "data" / "era5" / "era5-2mt-2019-03-uk.nc"
 MARCH_1 = dt.date(2019, 3, 1)
 N_STAMPS = 31 * 24
 H = 24
@@ -56,7 +56,7 @@ TP_GAPS_Q = (2 * H,)
 
 @dataclass(frozen=True)
 class Raw:
-    """The GRIB's values and axes as read by cfgrib."""
+    """The GRIB's values and axes (as cfgrib decoded them)."""
 
     t2m: np.ndarray  # (744, 33, 49) float32, K
     time: np.ndarray
@@ -113,8 +113,7 @@ def write_arco(url: str, time: np.ndarray, lat: np.ndarray, lon: np.ndarray, **v
 
 @pytest.fixture(scope="module")
 def raw() -> Raw:
-    # indexpath="": no .idx file is written next to the test data
-    with xr.open_dataset(GRIB, engine="cfgrib", backend_kwargs={"indexpath": ""}) as ds:
+    with xr.open_dataset(GRIB) as ds:
         da = ds["t2m"]
         assert da.dims == ("time", "latitude", "longitude")
         assert da.attrs["units"] == "K"

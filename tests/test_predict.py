@@ -53,7 +53,7 @@ def make_config(root: Path, product: str, **stores_: str) -> RunConfig:
             "grid": GRID,
             "period": {"start": START.isoformat(), "end": END.isoformat()},
             "stores": {"root": str(root), "product": product, **stores_},
-            "model": {"hidden_size": 8, "seq_length": SEQ},
+            "model": {"hidden_size": 8, "seq_length": SEQ, "cascade": False},  # hand-built cards: no cascade
             "predict": {"tile_size": TILE, "time_chunk": TIME_CHUNK, "batch_windows": 96},
         }
     )
@@ -339,17 +339,17 @@ def test_template_is_kept_for_the_same_inputs_and_rewritten_otherwise(world: dic
     assert stores.zarr_attrs(url)["somocloud_content_id"] == "b"
 
 
-def test_cascade_inputs_are_refused(world: dict[str, Any], tmp_path: Path) -> None:
+def test_cascade_input_without_the_layer_above_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
     card: ModelCard = world["card"]
     layers = [LayerCard(**{**vars(lc)}) for lc in card.layers]
-    layers[1].dynamic_inputs = [*DYNAMIC_INPUTS, "sm_layer1"]
+    layers[0].dynamic_inputs = [*DYNAMIC_INPUTS[:-1], "sm_layer2"]  # layer 1 cannot take layer 2
     cascade = ModelCard(8, 0.5, SEQ, 5.0, "exact", card.input_scaler, layers)
     model_url = str(tmp_path / "cascade-model")
     weights = {f"layer{k + 1}/member{m}.pt": world["nets"][k][m].state_dict()
                for k in range(3) for m in range(N_MEMBERS)}  # fmt: skip
     save_artifact(model_url, cascade, weights, {})
     cfg = make_config(world["root"], str(tmp_path / "p.zarr"), model=model_url)
-    with pytest.raises(NotImplementedError, match="sm_layer1"):
+    with pytest.raises(ValueError, match="layer 1 takes 'sm_layer2' but the artifact has no model for that"):
         predict(cfg, Context(parts=(1, 1), show_progress=False))
     assert not stores.exists(str(tmp_path / "p.zarr"))
 
@@ -359,7 +359,7 @@ def test_forcing_too_short_is_a_clear_error(world: dict[str, Any], tmp_path: Pat
     url = str(tmp_path / "short.zarr")
     _write_forcing(src, url)
     cfg = make_config(world["root"], str(tmp_path / "p.zarr"), forcing=url)
-    with pytest.raises(ValueError, match=r"short\.zarr.*'time'.*seq_length 10"):
+    with pytest.raises(ValueError, match=r"short\.zarr.*'time'.*lookback of 9 days"):
         predict(cfg, Context(parts=(1, 1), show_progress=False))
     assert pd.Timestamp(src["time"].values[0]).date() > world["cfg"].lookback_start
 

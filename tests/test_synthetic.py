@@ -42,7 +42,7 @@ def tiny_config(root: str, **synthetic: Any) -> RunConfig:
                 "lon_max": -96.0,
             },
             "period": {"start": "2020-03-01", "end": "2020-05-30"},
-            "model": {"seq_length": 30},
+            "model": {"seq_length": 30, "cascade": False},  # one 29-day lookback
             "stores": {"root": root},
             "synthetic": {"seed": 7, "n_stations": 8, "spinup_days": 200} | synthetic,
         }

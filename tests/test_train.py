@@ -34,6 +34,7 @@ from somocloud.train import (
 START = dt.date(2020, 1, 1)
 N_DAYS = 200
 SEQ = 20
+LOOKBACK = 3 * (SEQ - 1)  # the cascade chains three windows back from the first day
 GRID = {"resolution": 1.0, "lat_min": 0.0, "lat_max": 4.0, "lon_min": 0.0, "lon_max": 5.0}
 # Cells (row, col) of the targets store; the last one has no finite target at all.
 TARGET_CELLS = [(0, 0), (0, 2), (0, 4), (1, 1), (1, 3), (2, 0), (2, 2), (2, 4), (3, 1), (3, 3), (3, 4)]
@@ -72,7 +73,7 @@ def world_arrays(seed: int = 0) -> dict[str, Any]:
     """Forcing (time, lat, lon) from lookback_start, statics (lat, lon), targets (cell, time, depth)."""
     rng = np.random.default_rng(seed)
     grid = Grid.from_config(GridConfig(**GRID))
-    n_time = N_DAYS + SEQ - 1
+    n_time = N_DAYS + LOOKBACK
     shape = (n_time, *grid.shape)
     day = np.arange(n_time)[:, None, None]
     tp = (rng.gamma(0.6, 8.0, shape) * (rng.random(shape) < 0.35)).astype("float32")
@@ -94,7 +95,7 @@ def world_arrays(seed: int = 0) -> dict[str, Any]:
         w = np.exp(-np.arange(SEQ) / memory)
         w /= w.sum()
         for i, (r, c) in enumerate(TARGET_CELLS):
-            response = np.convolve(log_rain[:, r, c], w)[:n_time][SEQ - 1 :]  # sum_l w_l rain[t - l]
+            response = np.convolve(log_rain[:, r, c], w)[:n_time][LOOKBACK:]  # sum_l w_l rain[t - l]
             sm[i, :, k] = 0.1 + 0.08 * response + rng.normal(0, 0.003, N_DAYS)
     sm[rng.random(sm.shape) < 0.1] = np.nan  # gaps
     sm[-1] = np.nan  # a cell without any target: neither a training nor a held-out cell
@@ -122,7 +123,7 @@ def write_world(cfg: RunConfig, arrays: dict[str, Any]) -> None:
     targets = xr.Dataset(
         {"soil_moisture": (("cell", "time", "depth"), arrays["sm"])},
         coords={
-            "time": time[SEQ - 1 :],
+            "time": time[LOOKBACK:],
             "depth": DEPTHS,
             "row": ("cell", rows),
             "col": ("cell", cols),
@@ -176,10 +177,19 @@ def test_artifact_written_and_loadable(first_run: RunConfig) -> None:
         ["layer3/member0.pt"],
     ]
     assert [lc.seeds for lc in card.layers] == [[1000], [2000], [3000]]
-    assert all(lc.dynamic_inputs == list(DYNAMIC_INPUTS) for lc in card.layers)
+    # the cascade: layers 2 and 3 also take the simulated soil moisture of the layers above
+    assert [lc.dynamic_inputs for lc in card.layers] == [
+        list(DYNAMIC_INPUTS),
+        [*DYNAMIC_INPUTS, "sm_layer1"],
+        [*DYNAMIC_INPUTS, "sm_layer1", "sm_layer2"],
+    ]
     assert all(lc.static_inputs == list(STATIC_INPUTS) for lc in card.layers)
     assert (card.hidden_size, card.seq_length, card.inference_mode) == (8, SEQ, "exact")
-    assert sorted(card.input_scaler["mean"]) == sorted(DYNAMIC_INPUTS + STATIC_INPUTS)
+    assert sorted(card.input_scaler["mean"]) == sorted(
+        (*DYNAMIC_INPUTS, *STATIC_INPUTS, "sm_layer1", "sm_layer2")
+    )
+    # simulated soil moisture is standardised like any input: its mean is a plausible m3 m-3 value
+    assert 0.0 < card.input_scaler["mean"]["sm_layer1"] < 0.6 and card.input_scaler["std"]["sm_layer1"] > 0
 
     split = stores.read_json(stores.join(url, "split.json"))
     train_cells = {tuple(c) for c in split["train_cells"]}
@@ -205,6 +215,33 @@ def test_artifact_written_and_loadable(first_run: RunConfig) -> None:
     x_s = torch.zeros(4, len(STATIC_INPUTS))
     out = model.predict(0, x_d, x_s)
     assert out.shape == (1, 4) and bool(torch.isfinite(out).all())
+
+
+def test_cascade_inputs_are_the_simulation_predict_makes(
+    world: dict[str, Any], client: Any, first_run: RunConfig
+) -> None:
+    """Training feeds layers 2 and 3 the ensemble-mean *simulation* of the layers above, never the observed
+    targets: its `sm_layer<k>` scaler statistics (fitted on that series at the training cells over the
+    training days) equal those of the product `predict` makes there with the same artifact."""
+    from somocloud.predict import predict
+
+    cfg = first_run.model_copy(deep=True)
+    cfg.stores.product = str(world["base"] / "cascade-product.zarr")
+    predict(cfg, Context(client=client, show_progress=False))
+    product = xr.open_zarr(cfg.store("product"))["soil_moisture"].load()
+    card = load_artifact(cfg.store("model"), fast=False).card
+    split = stores.read_json(stores.join(cfg.store("model"), "split.json"))
+    rows = xr.DataArray([r for r, _ in split["train_cells"]], dims="cell")
+    cols = xr.DataArray([c for _, c in split["train_cells"]], dims="cell")
+    at_cells = product.isel(lat=rows, lon=cols).values.astype("float64")  # (time, depth, cell)
+    for k in (1, 2):
+        series = at_cells[:, k - 1]
+        assert np.isfinite(series).all()
+        np.testing.assert_allclose(card.input_scaler["mean"][f"sm_layer{k}"], series.mean(), rtol=1e-5)
+        np.testing.assert_allclose(card.input_scaler["std"][f"sm_layer{k}"], series.std(), rtol=1e-4)
+    # and they are not the observed targets (whose mean differs at this noise level)
+    targets = xr.open_zarr(cfg.store("targets"))["soil_moisture"].load().values
+    assert abs(np.nanmean(targets[..., 0]) - card.input_scaler["mean"]["sm_layer1"]) > 1e-4
 
 
 def test_same_config_gives_bit_identical_weights(
@@ -301,7 +338,7 @@ def test_training_reduces_the_loss_on_a_learnable_target() -> None:
     )
     x_stat = rng.normal(0, 1, (n_cells, len(STATIC_INPUTS))).astype("float32")
     settings = Settings(
-        n_dynamic=len(DYNAMIC_INPUTS), n_static=len(STATIC_INPUTS), hidden_size=16, dropout=0.0,
+        n_static=len(STATIC_INPUTS), hidden_size=16, dropout=0.0,
         initial_forget_bias=1.0, seq_length=seq, epochs=4, batch_size=32, learning_rate=0.01,
         max_windows_per_epoch=None, grad_clip=1.0, nse_epsilon=0.005, threads=1,
     )  # fmt: skip

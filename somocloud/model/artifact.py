@@ -155,13 +155,30 @@ def read_manifest(url: str) -> dict[str, Any]:
     return data
 
 
+def build_network(
+    lc: LayerCard,
+    hidden_size: int,
+    dropout: float,
+    initial_forget_bias: float,
+    state: Mapping[str, Any],
+    fast: bool = True,
+    device: str = "cpu",
+) -> Any:
+    """One member network of layer card `lc` with weights `state`, in eval mode; `fast` exports it to the
+    fused nn.LSTM path."""
+    from somocloud.model.ealstm import EALSTM, to_fast_lstm
+
+    net = EALSTM(len(lc.dynamic_inputs), len(lc.static_inputs), hidden_size, dropout, initial_forget_bias)
+    net.load_state_dict(dict(state))
+    net.eval()
+    return (to_fast_lstm(net) if fast else net).to(device)
+
+
 def load_artifact(url: str, device: str = "cpu", fast: bool = True) -> LoadedModel:
     """Load every member of every layer in eval mode; `fast` exports them to the fused nn.LSTM path.
 
     File hashes are checked against the manifest, so a corrupted artifact fails loudly."""
     import torch
-
-    from somocloud.model.ealstm import EALSTM, to_fast_lstm
 
     manifest = read_manifest(url)
     model_json = stores.read_bytes(stores.join(url, "model.json"))
@@ -176,15 +193,9 @@ def load_artifact(url: str, device: str = "cpu", fast: bool = True) -> LoadedMod
             if hashlib.sha256(data).hexdigest() != manifest["files"].get(rel):
                 raise ValueError(f"{url}/{rel} does not match its manifest hash")
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            net = EALSTM(
-                len(lc.dynamic_inputs),
-                len(lc.static_inputs),
-                card.hidden_size,
-                card.dropout,
-                card.initial_forget_bias,
+            net = build_network(
+                lc, card.hidden_size, card.dropout, card.initial_forget_bias, state, fast=fast, device=device
             )
-            net.load_state_dict(state)
-            net.eval()
-            nets.append((to_fast_lstm(net) if fast else net).to(device))
+            nets.append(net)
         members.append(nets)
     return LoadedModel(url, card, members, manifest["content_id"], device)
