@@ -294,6 +294,20 @@ class TrainConfig(Section):
     """torch CPU threads per training task (None: 1, one task per worker thread)."""
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of the training cells whose windows give the per-epoch validation loss (not fitted)."""
+    learning_rate_schedule: dict[int, float] = {}
+    """Epoch (1-based) → learning rate from that epoch on, e.g. `{11: 5.0e-4, 21: 1.0e-4}` (Kratzert et al.
+    2019); epochs before the first entry use `learning_rate`."""
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop a member when its validation loss has not improved for this many epochs and keep the weights of
+    its best epoch (None: train every epoch, keep the last weights). Needs `validation_fraction` > 0."""
+
+    @field_validator("learning_rate_schedule")
+    @classmethod
+    def _positive_schedule(cls, value: dict[int, float]) -> dict[int, float]:
+        for epoch, rate in value.items():
+            if epoch < 1 or not rate > 0:
+                raise ValueError(f"entry {epoch}: {rate}: epochs start at 1 and rates must be positive")
+        return dict(sorted(value.items()))
 
 
 class PredictConfig(Section):
@@ -379,6 +393,25 @@ class ClusterConfig(Section):
         return self
 
 
+class ImportSomomlConfig(Section):
+    """Inputs of `somocloud import-somoml`: the published SoMo.ml v1 files, imported into `stores.model`
+    (see `somocloud.model.somoml_v1`). URLs (plain path, file://, s3://, memory://; never credentials)."""
+
+    checkpoint: str | None = None
+    """The SoMo.ml v1 torch state dict (`model_epoch15.pt`: EA-LSTM of layer 1, 0-10 cm)."""
+    dynamic_scaler: str | None = None
+    """CSV scaler of the dynamic inputs and the target (`log_tp`, `t2m`, `snr`, `ssrd`, `skt`, `q`, `sm`
+    columns; rows `aveK` mean and `stdK` standard deviation)."""
+    static_scaler: str | None = None
+    """CSV scaler of the static inputs (`ETOPOavg`, `ETOPOsd`, `tp`, `arid`, `clay`, `sand`, `silt`,
+    `poro_top`, `poro_mid`, `domveg` columns; rows `aveK` and `stdK`)."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_credentials_in_urls(cls, value: str | None) -> str | None:
+        return _no_credentials(value)
+
+
 # Default file/folder names of stores left unset, under stores.root.
 DEFAULT_STORE_NAMES: dict[str, str] = {
     "forcing_source": "inputs/era5_hourly.zarr",
@@ -436,6 +469,8 @@ class RunConfig(Section):
     """Publishing."""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     """Dask cluster."""
+    import_somoml: ImportSomomlConfig = Field(default_factory=ImportSomomlConfig)
+    """Inputs of `import-somoml` (the published SoMo.ml v1 checkpoint and scalers)."""
 
     def store(self, name: str) -> str:
         """The URL of store `name`: the configured one, else its default under `stores.root`."""

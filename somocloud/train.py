@@ -167,6 +167,16 @@ class Settings:
     grad_clip: float
     nse_epsilon: float
     threads: int
+    learning_rate_schedule: tuple[tuple[int, float], ...] = ()
+    early_stopping_patience: int | None = None
+
+    def rate(self, epoch: int) -> float:
+        """The learning rate of 1-based `epoch`."""
+        rate = self.learning_rate
+        for first, value in self.learning_rate_schedule:
+            if epoch >= first:
+                rate = value
+        return rate
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> Settings:
@@ -184,6 +194,8 @@ class Settings:
             grad_clip=t.grad_clip,
             nse_epsilon=t.nse_epsilon,
             threads=t.threads or 1,
+            learning_rate_schedule=tuple(t.learning_rate_schedule.items()),
+            early_stopping_patience=t.early_stopping_patience,
         )
 
 
@@ -227,6 +239,8 @@ class MemberResult:
     val_loss_initial: float | None
     n_fit: int
     n_val: int
+    best_epoch: int | None = None
+    """1-based epoch whose weights were kept (early stopping), None when the last epoch's were."""
 
     def __repr__(self) -> str:  # the progress log prints results; keep tensors out of it
         last = self.train_loss[-1] if self.train_loss else float("nan")
@@ -293,7 +307,10 @@ def train_member(
         val_initial = _mean_loss(net, data, x_dyn, x_stat, s)
         train_loss: list[float] = []
         val_loss: list[float | None] = []
+        best: tuple[float, int, dict[str, Any]] | None = None  # (loss, epoch, weights) for early stopping
         for epoch in range(s.epochs):
+            for group in optimiser.param_groups:
+                group["lr"] = s.rate(epoch + 1)
             net.train()
             order = rng.permutation(n_fit)[:per_epoch]
             total = 0.0
@@ -326,8 +343,19 @@ def train_member(
                 train_loss[-1],
                 val_loss[-1],
             )
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    return MemberResult(spec, state, train_loss, val_loss, val_initial, n_fit, len(data.val_cells))
+            current = val_loss[-1]
+            if s.early_stopping_patience is not None and current is not None:
+                if best is None or current < best[0]:
+                    best = (current, epoch + 1, {k: v.detach().clone() for k, v in net.state_dict().items()})
+                elif epoch + 1 - best[1] >= s.early_stopping_patience:
+                    break
+        if best is not None:
+            state, best_epoch = best[2], best[1]
+        else:
+            state, best_epoch = {k: v.detach().clone() for k, v in net.state_dict().items()}, None
+    return MemberResult(
+        spec, state, train_loss, val_loss, val_initial, n_fit, len(data.val_cells), best_epoch
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -696,6 +724,7 @@ def _metrics(cfg: RunConfig, prep: Prepared, results: list[MemberResult]) -> dic
                 "train_loss": r.train_loss,
                 "val_loss": r.val_loss,
                 "val_loss_initial": r.val_loss_initial,
+                "best_epoch": r.best_epoch,
             }
             for r in results
             if r.spec.layer == k

@@ -319,8 +319,8 @@ def test_split_is_deterministic_and_keeps_at_least_one() -> None:
     assert len(split_cells(cells, 0.0, 0)[1]) == 0
 
 
-def test_training_reduces_the_loss_on_a_learnable_target() -> None:
-    # Target = weighted sum of the last 5 days of the first input; 6 cells x 300 days.
+def learnable_problem(epochs: int = 4, **settings: Any) -> tuple[LayerData, np.ndarray, np.ndarray, Settings]:
+    """Target = weighted sum of the last 5 days of the first input; 6 cells x 300 days, cell 0 validates."""
     rng = np.random.default_rng(1)
     n_cells, n_days, seq = 6, 300, 10
     raw = rng.normal(0, 1, (n_cells, n_days + seq - 1, len(DYNAMIC_INPUTS))).astype("float32")
@@ -337,16 +337,60 @@ def test_training_reduces_the_loss_on_a_learnable_target() -> None:
         val_days=days.ravel()[val],
     )
     x_stat = rng.normal(0, 1, (n_cells, len(STATIC_INPUTS))).astype("float32")
-    settings = Settings(
-        n_static=len(STATIC_INPUTS), hidden_size=16, dropout=0.0,
-        initial_forget_bias=1.0, seq_length=seq, epochs=4, batch_size=32, learning_rate=0.01,
-        max_windows_per_epoch=None, grad_clip=1.0, nse_epsilon=0.005, threads=1,
+    base = dict(
+        n_static=len(STATIC_INPUTS), hidden_size=16, dropout=0.0, initial_forget_bias=1.0, seq_length=seq,
+        epochs=epochs, batch_size=32, learning_rate=0.01, max_windows_per_epoch=None, grad_clip=1.0,
+        nse_epsilon=0.005, threads=1,
     )  # fmt: skip
+    return data, raw, x_stat, Settings(**(base | settings))
+
+
+def test_training_reduces_the_loss_on_a_learnable_target() -> None:
+    data, raw, x_stat, settings = learnable_problem()
     result = train_member(MemberSpec(1, 0, 1000), data, raw, x_stat, settings)
     assert result.val_loss_initial is not None and result.val_loss[-1] is not None
     # NSE* of a perfect model is 0 and of predicting the mean about 1/(0.055)² ≈ 330.
     assert result.val_loss[-1] < 0.2 * result.val_loss_initial
     assert result.train_loss[-1] < result.train_loss[0]
+    assert result.best_epoch is None  # no early stopping asked for: the last epoch's weights
+
+
+def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learning_rate_schedule_applies_from_its_epoch() -> None:
+    data, raw, x_stat, one_epoch = learnable_problem(epochs=1)
+    first = train_member(MemberSpec(1, 0, 7), data, raw, x_stat, one_epoch)
+    # a zero rate from epoch 2 on: Adam moves nothing, so three epochs end where the first ended
+    _, _, _, frozen = learnable_problem(epochs=3, learning_rate_schedule=((2, 0.0),))
+    assert [frozen.rate(e) for e in (1, 2, 3)] == [0.01, 0.0, 0.0]
+    later = train_member(MemberSpec(1, 0, 7), data, raw, x_stat, frozen)
+    assert same_state(first.state, later.state) and len(later.train_loss) == 3
+
+
+def test_early_stopping_keeps_the_best_epoch() -> None:
+    data, raw, x_stat, one_epoch = learnable_problem(epochs=1, grad_clip=1e6)
+    first = train_member(MemberSpec(1, 0, 7), data, raw, x_stat, one_epoch)
+    # a wild rate from epoch 2 on makes the validation loss worse: stop after `patience` epochs without
+    # improvement and keep epoch 1's weights
+    _, _, _, wild = learnable_problem(
+        epochs=6, learning_rate_schedule=((2, 50.0),), early_stopping_patience=2, grad_clip=1e6
+    )
+    stopped = train_member(MemberSpec(1, 0, 7), data, raw, x_stat, wild)
+    assert stopped.best_epoch == 1
+    assert len(stopped.val_loss) == 3  # epochs 2 and 3 did not improve: stop
+    assert all(v is not None and v > stopped.val_loss[0] for v in stopped.val_loss[1:])
+    assert same_state(first.state, stopped.state)
+
+
+def test_schedule_config_is_checked() -> None:
+    from somocloud.config import ConfigError
+
+    cfg = config_from_dict({"train": {"learning_rate_schedule": {21: 1e-4, 11: 5e-4}}})
+    assert list(cfg.train.learning_rate_schedule.items()) == [(11, 5e-4), (21, 1e-4)]
+    with pytest.raises(ConfigError, match="learning_rate_schedule"):
+        config_from_dict({"train": {"learning_rate_schedule": {0: 1e-3}}})
 
 
 def test_missing_forcing_variable_is_named(world: dict[str, Any], client: Any, tmp_path: Path) -> None:
