@@ -22,6 +22,8 @@ from somocloud.config import ConfigError, RunConfig, load_config
 log = logging.getLogger("somocloud")
 
 DEMO_CONFIG = "demo.yaml"
+IMPORT_SOMOML_OPTIONS = ("checkpoint", "dynamic_scaler", "static_scaler")
+"""Options of `import-somoml`, each setting the key of the same name in `import_somoml`."""
 
 
 def embedded_config(name: str) -> Path:
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--parts", type=_parse_parts, help="run only share i of N of the tasks, without Dask"
             )
+    p = sub.add_parser("import-somoml", help=steps.TOOLS["import-somoml"].help)
+    _common(p, config_required=False)
+    for option in IMPORT_SOMOML_OPTIONS:
+        p.add_argument(f"--{option.replace('_', '-')}", help=f"sets import_somoml.{option}")
     return parser
 
 
@@ -77,8 +83,11 @@ def _load(args: argparse.Namespace) -> RunConfig:
         overrides.append(f"stores.root={args.root}")
     if args.scheduler_address:
         overrides += ["cluster.kind=address", f"cluster.address={args.scheduler_address}"]
+    for option in IMPORT_SOMOML_OPTIONS:
+        if getattr(args, option, None):  # quoted, so YAML keeps any URL a string
+            overrides.append(f"import_somoml.{option}={json.dumps(getattr(args, option))}")
     path = args.config
-    if path is None and args.verb in ("demo", "synthetic", "config", *steps.STEPS):
+    if path is None and args.verb in ("demo", "synthetic", "config", *steps.STEPS, *steps.TOOLS):
         path = embedded_config(DEMO_CONFIG)  # the embedded default
     return load_config(path, overrides)
 

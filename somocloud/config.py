@@ -294,6 +294,13 @@ class TrainConfig(Section):
     """torch CPU threads per training task (None: 1, one task per worker thread)."""
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of the training cells whose windows give the per-epoch validation loss (not fitted)."""
+    cv_folds: int = Field(1, ge=1)
+    """Spatial k-fold cross-validation for skill (SoMo.ml: 5): the training cells are grouped into this many
+    folds; each fold's models are trained on the other folds (scalers included) and simulate the fold's
+    cells, and the out-of-fold skill per layer goes to the artifact's `cv.json`. 1: no cross-validation.
+    The artifact's models are trained on every training cell either way."""
+    cv_block_size: int | None = Field(None, ge=1)
+    """Cells per side of the square spatial blocks that share a fold (None: folds are drawn cell by cell)."""
     learning_rate_schedule: dict[int, float] = {}
     """Epoch (1-based) → learning rate from that epoch on, e.g. `{11: 5.0e-4, 21: 1.0e-4}` (Kratzert et al.
     2019); epochs before the first entry use `learning_rate`."""

@@ -61,6 +61,7 @@ RUNTIME_ONLY = (
     "ingest.parallel_min_files",
     "ingest.files_per_task",
     "forcing.variables.*.store",
+    "import_somoml",
 )
 
 

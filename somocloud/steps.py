@@ -51,8 +51,18 @@ STEPS: dict[str, StepSpec] = {
 
 RUN_ORDER: list[str] = list(STEPS)
 
+TOOLS: dict[str, StepSpec] = {
+    "import-somoml": StepSpec(
+        "somocloud.model.somoml_v1:import_step",
+        "import the published SoMo.ml v1 checkpoint and scalers → model artifact (layer 1 only)",
+    ),
+}
+"""Verbs outside the data flow (not run by `run`/`demo`), with the same entry signature."""
+
 
 def entry(name: str) -> Callable[..., Any]:
     if name == "synthetic":
         return SYNTHETIC.load()
+    if name in TOOLS:
+        return TOOLS[name].load()
     return STEPS[name].load()

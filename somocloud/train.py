@@ -536,9 +536,23 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def prepare(cfg: RunConfig) -> Prepared:
-    """Split the cells, read the training cells' inputs and targets, fit the scalers of the forcing and
-    static inputs, and the target mean/std per layer."""
+@dataclass
+class RawData:
+    """The training cells' raw inputs and targets as read (before any scaler is fitted)."""
+
+    train_cells: np.ndarray
+    holdout_cells: np.ndarray
+    dyn_raw: np.ndarray
+    """(cells, lead + seq_length - 1 + days, n_dyn) forcing-derived dynamic inputs."""
+    stat_raw: np.ndarray
+    """(cells, n_stat)."""
+    y_raw: np.ndarray
+    """(cells, days, layers) targets, m3 m-3."""
+    lead: int
+
+
+def read_training_data(cfg: RunConfig) -> RawData:
+    """Split the cells and read the training cells' forcing, statics and targets (held-out cells' never)."""
     grid = Grid.from_config(cfg.grid)
     start, end = train_period(cfg)
     seq = cfg.model.seq_length
@@ -555,8 +569,12 @@ def prepare(cfg: RunConfig) -> Prepared:
     index = {(int(r), int(c)): i for i, (r, c) in enumerate(targets.cells)}
     rows_in_store = np.array([index[(int(r), int(c))] for r, c in train_cells], dtype="int64")
     y_raw = targets.values[rows_in_store]  # (cells, days, layers); held-out cells dropped here
+    for k in range(N_LAYERS):
+        if not np.isfinite(y_raw[:, :, k]).any():
+            raise ValueError(
+                f"{t_url}: layer {k + 1} (depth {DEPTHS[k]} m) has no finite target at a training cell"
+            )
     rows, cols = train_cells[:, 0], train_cells[:, 1]
-
     forcing = read_pixels(
         f_url,
         _forcing_variables(DYNAMIC_INPUTS),
@@ -566,38 +584,89 @@ def prepare(cfg: RunConfig) -> Prepared:
         days=(start - dt.timedelta(days=lead + seq - 1), end),
     )
     statics = read_pixels(s_url, list(STATIC_INPUTS), rows, cols, grid)
-    dyn_raw = stack_inputs(forcing, DYNAMIC_INPUTS)  # (cells, lead + seq - 1 + days, n_dyn)
-    stat_raw = stack_inputs(statics, STATIC_INPUTS)  # (cells, n_stat)
+    return RawData(
+        train_cells=train_cells,
+        holdout_cells=holdout_cells,
+        dyn_raw=stack_inputs(forcing, DYNAMIC_INPUTS),
+        stat_raw=stack_inputs(statics, STATIC_INPUTS),
+        y_raw=y_raw,
+        lead=lead,
+    )
 
+
+def fit_prepared(cfg: RunConfig, raw: RawData, cells: np.ndarray | None = None) -> Prepared:
+    """Fit the input scalers and target statistics on the training cells `cells` (indexes into
+    `raw.train_cells`; all by default, a cross-validation fold's training cells otherwise) and standardise."""
+    pick = np.arange(len(raw.train_cells)) if cells is None else np.asarray(cells)
+    dyn_raw, stat_raw, y_raw = raw.dyn_raw[pick], raw.stat_raw[pick], raw.y_raw[pick]
     with _quiet():
         scaler = Scaler.fit(
-            {n: dyn_raw[:, lead:, i] for i, n in enumerate(DYNAMIC_INPUTS)}
+            {n: dyn_raw[:, raw.lead :, i] for i, n in enumerate(DYNAMIC_INPUTS)}
             | {n: stat_raw[:, i] for i, n in enumerate(STATIC_INPUTS)}
         )
     means, stds = [], []
     for k in range(N_LAYERS):
-        raw = y_raw[:, :, k]
-        if not np.isfinite(raw).any():
-            raise ValueError(
-                f"{t_url}: layer {k + 1} (depth {DEPTHS[k]} m) has no finite target at a training cell"
-            )
-        mean = float(np.nanmean(raw.astype("float64")))
-        std = float(np.nanstd(raw.astype("float64")))
+        values = y_raw[:, :, k].astype("float64")
+        with _quiet():
+            mean, std = float(np.nanmean(values)), float(np.nanstd(values))
         means.append(mean)
         stds.append(std if std > 0 and np.isfinite(std) else 1.0)  # a constant target stays finite
     return Prepared(
-        train_cells=train_cells,
-        holdout_cells=holdout_cells,
-        validation=pick_validation(len(train_cells), cfg.train.validation_fraction, cfg.seed),
+        train_cells=raw.train_cells[pick],
+        holdout_cells=raw.holdout_cells,
+        validation=pick_validation(len(pick), cfg.train.validation_fraction, cfg.seed),
         x_forcing=scaler.apply(dyn_raw, DYNAMIC_INPUTS),
         x_stat=scaler.apply(stat_raw, STATIC_INPUTS),
         ok_static=np.isfinite(stat_raw).all(axis=1),
         y_raw=y_raw,
-        lead=lead,
+        lead=raw.lead,
         scaler=scaler,
         target_mean=means,
         target_std=stds,
     )
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Read the training data and fit scalers on every training cell."""
+    return fit_prepared(cfg, read_training_data(cfg))
+
+
+def fit_layers(cfg: RunConfig, ctx: Context, prep: Prepared) -> list[list[MemberResult]]:
+    """Train every layer's members, in order (with the cascade a layer's inputs hold the simulations of
+    the layers above); results per layer."""
+    results: list[list[MemberResult]] = []
+    simulated: dict[int, np.ndarray] = {}
+    for k in range(1, N_LAYERS + 1):
+        x_full, data = layer_stage(cfg, prep, k, simulated)
+        x_dyn = np.ascontiguousarray(x_full[:, prep.lead :])
+        results.append(run_members(cfg, ctx, k, data, x_dyn, prep.x_stat))
+        if cfg.model.cascade and k < N_LAYERS:
+            simulated[k] = simulate_layer(cfg, prep, k, results[-1], x_full, prep.x_stat)
+    return results
+
+
+def simulate_cells(
+    cfg: RunConfig,
+    prep: Prepared,
+    results: Sequence[Sequence[MemberResult]],
+    dyn_raw: np.ndarray,
+    stat_raw: np.ndarray,
+) -> np.ndarray:
+    """(cells, days, layers) ensemble-mean simulation at other cells (e.g. a held-out fold) with the
+    members in `results` and the scalers of `prep`, over the training days (the cascade included)."""
+    x_forcing = prep.scaler.apply(dyn_raw, DYNAMIC_INPUTS)
+    x_stat = prep.scaler.apply(stat_raw, STATIC_INPUTS)
+    n_days = dyn_raw.shape[1] - prep.lead - cfg.model.seq_length + 1
+    out = np.full((dyn_raw.shape[0], n_days, N_LAYERS), np.nan, dtype="float32")
+    simulated: dict[int, np.ndarray] = {}
+    for k in range(1, N_LAYERS + 1):
+        columns = [x_forcing]
+        for name in layer_dynamic_inputs(k, cfg.model.cascade)[len(DYNAMIC_INPUTS) :]:
+            columns.append(prep.scaler.apply(simulated[simulated_layer(name) or 0][..., None], [name]))
+        x_full = np.concatenate(columns, axis=2)
+        simulated[k] = simulate_layer(cfg, prep, k, results[k - 1], x_full, x_stat)
+        out[:, :, k - 1] = simulated[k][:, -n_days:]
+    return out
 
 
 def layer_stage(
@@ -642,7 +711,12 @@ def layer_stage(
 
 
 def simulate_layer(
-    cfg: RunConfig, prep: Prepared, layer: int, results: Sequence[MemberResult], x_full: np.ndarray
+    cfg: RunConfig,
+    prep: Prepared,
+    layer: int,
+    results: Sequence[MemberResult],
+    x_full: np.ndarray,
+    x_stat: np.ndarray,
 ) -> np.ndarray:
     """The ensemble-mean simulation (m3 m-3, clipped at 0) of `layer` at the training cells on every day
     of `x_full` with a complete window (NaN before), exactly as `predict` computes it."""
@@ -664,7 +738,7 @@ def simulate_layer(
     model_card = _model_card(cfg, prep, [card])
     model = LoadedModel("", model_card, [nets], "")
     with _TORCH_LOCK:
-        members, _ = predict_windows(model, 0, x_full, prep.x_stat, cfg.predict.batch_windows)
+        members, _ = predict_windows(model, 0, x_full, x_stat, cfg.predict.batch_windows)
     sim = np.full(x_full.shape[:2], np.nan, dtype="float32")
     sim[:, seq - 1 :] = ensemble_mean(members)
     return sim
@@ -755,24 +829,15 @@ def train(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         log.warning("train: --parts is ignored; the artifact needs every member, all are trained")
     url = cfg.store("model")
     inputs = {name: cfg.store(name) for name in ("forcing", "statics", "targets")}
-    prep = prepare(cfg)
-    log.info(
-        "train: %d training cells (%d for validation), %d held out",
-        len(prep.train_cells),
-        int(prep.validation.sum()),
-        len(prep.holdout_cells),
-    )
-    # Layer by layer: with the cascade, a layer's inputs hold the simulations of the layers above.
-    results: list[MemberResult] = []
-    simulated: dict[int, np.ndarray] = {}
-    for k in range(1, N_LAYERS + 1):
-        x_full, data = layer_stage(cfg, prep, k, simulated)
-        layer_results = run_members(
-            cfg, ctx, k, data, np.ascontiguousarray(x_full[:, prep.lead :]), prep.x_stat
-        )
-        results.extend(layer_results)
-        if cfg.model.cascade and k < N_LAYERS:
-            simulated[k] = simulate_layer(cfg, prep, k, layer_results, x_full)
+    raw = read_training_data(cfg)
+    log.info("train: %d training cells, %d held out", len(raw.train_cells), len(raw.holdout_cells))
+    cv = None
+    if cfg.train.cv_folds > 1:
+        from somocloud.crossval import cross_validate
+
+        cv = cross_validate(cfg, ctx, raw)
+    prep = fit_prepared(cfg, raw)
+    results = [r for layer in fit_layers(cfg, ctx, prep) for r in layer]
 
     layer_cards = []
     weights: dict[str, dict[str, Any]] = {}
@@ -802,6 +867,7 @@ def train(cfg: RunConfig, ctx: Context) -> dict[str, str]:
             "config.json": cfg.resolved(),
             "split.json": split,
             "metrics.json": _metrics(cfg, prep, results),
+            **({"cv.json": cv} if cv is not None else {}),
             "provenance.json": provenance.provenance_attrs(cfg, STEP, inputs),
         },
     )
