@@ -6,7 +6,8 @@ scalers and every layer's members are fitted on the other folds' cells only (`tr
 `train.fit_layers`), and the fold's cells are simulated with them, the cascade included
 (`train.simulate_cells`): the upper layers' inputs of a held-out cell are its own out-of-fold
 simulations, as at inference. Skill is then scored per layer at every cell against its targets over the
-training days, and summarised by the median over cells. The result is the artifact's `cv.json`.
+training days, and summarised by the median over cells; when a `truth` store exists (the synthetic world)
+also against the true soil moisture of the cell. The result is the artifact's `cv.json`.
 """
 
 from __future__ import annotations
@@ -62,7 +63,31 @@ def cross_validate(cfg: RunConfig, ctx: Context, raw: Any) -> dict[str, Any]:
         prep = fit_prepared(cfg, raw, fitted)
         results = fit_layers(cfg, ctx, prep)
         simulated[held] = simulate_cells(cfg, prep, results, raw.dyn_raw[held], raw.stat_raw[held])
-    return cv_report(cfg, raw.train_cells, folds, simulated, raw.y_raw)
+    report = cv_report(cfg, raw.train_cells, folds, simulated, raw.y_raw)
+    truth = read_truth(cfg, raw.train_cells)
+    if truth is not None:
+        report["against_truth"] = cv_report(cfg, raw.train_cells, folds, simulated, truth)["layers"]
+    return report
+
+
+def read_truth(cfg: RunConfig, cells: np.ndarray) -> np.ndarray | None:
+    """The synthetic world's true soil moisture `(cells, training days, layers)`, or None without one."""
+    import xarray as xr
+
+    from somocloud import stores
+    from somocloud.train import train_period
+
+    url = cfg.store("truth")
+    if not stores.exists(stores.join(url, "zarr.json")):
+        return None
+    start, end = train_period(cfg)
+    ds = stores.open_zarr(url, chunks=None)
+    rows = xr.DataArray(np.asarray(cells)[:, 0], dims="cell")
+    cols = xr.DataArray(np.asarray(cells)[:, 1], dims="cell")
+    picked = (
+        ds["soil_moisture"].sel(time=slice(np.datetime64(start), np.datetime64(end))).isel(lat=rows, lon=cols)
+    )
+    return np.asarray(picked.transpose("cell", "time", "depth").values, dtype="float32")
 
 
 def cv_report(

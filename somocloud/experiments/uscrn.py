@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from somocloud import metrics, stores
 from somocloud.baselines import BaselineData, make_baseline
@@ -129,16 +130,16 @@ class ExperimentSettings:
     hidden_size: int = 32
     dropout: float = 0.25
     initial_forget_bias: float = 3.0
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 128
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     max_windows_per_epoch: int | None = None
     grad_clip: float = 1.0
-    nse_epsilon: float = 0.005
+    nse_epsilon: float = 0.05
     n_members: int = 1
     threads: int = 1
     # random forest
-    rf_trees: int = 200
+    rf_trees: int = 100
     rf_min_samples_leaf: int = 5
     rf_max_features: float = 0.5
     rf_min_valid_fraction: float = 0.6
@@ -219,28 +220,26 @@ def station_table(df: pd.DataFrame) -> StationTable:
 # Physics of the column mapping
 
 
-def standard_pressure(elevation_m: np.ndarray | float | None) -> np.ndarray:
+def standard_pressure(elevation_m: ArrayLike | None) -> np.ndarray:
     """Standard-atmosphere surface pressure (Pa) at an elevation (m); 101325 Pa where it is unknown."""
     z = np.asarray(np.nan if elevation_m is None else elevation_m, dtype="float64")
     p = STANDARD_PRESSURE * (1.0 - 2.25577e-5 * z) ** 5.25588
     return np.asarray(np.where(np.isfinite(p), p, STANDARD_PRESSURE))
 
 
-def saturation_vapour_pressure(t_c: np.ndarray) -> np.ndarray:
+def saturation_vapour_pressure(t_c: ArrayLike) -> np.ndarray:
     """Pa, over water, Bolton (1980), T in °C (as `forcing.sources.specific_humidity`)."""
     t = np.asarray(t_c, dtype="float64")
     return np.asarray(611.2 * np.exp(17.67 * t / (t + 243.5)))
 
 
-def specific_humidity_from_rh(
-    t_c: np.ndarray, rh_percent: np.ndarray, pressure_pa: np.ndarray | float
-) -> np.ndarray:
+def specific_humidity_from_rh(t_c: ArrayLike, rh_percent: ArrayLike, pressure_pa: ArrayLike) -> np.ndarray:
     """Specific humidity (kg kg-1) from air temperature (°C), relative humidity (%) and pressure (Pa)."""
     e = np.asarray(rh_percent, dtype="float64") / 100.0 * saturation_vapour_pressure(t_c)
     return np.asarray(0.622 * e / (np.asarray(pressure_pa, dtype="float64") - 0.378 * e))
 
 
-def extraterrestrial_radiation(lat_deg: np.ndarray, day_of_year: np.ndarray) -> np.ndarray:
+def extraterrestrial_radiation(lat_deg: ArrayLike, day_of_year: ArrayLike) -> np.ndarray:
     """Daily extraterrestrial radiation Ra (MJ m-2 day-1), FAO-56 eq. 21; broadcasts lat against days."""
     phi = np.radians(np.asarray(lat_deg, dtype="float64"))
     j = np.asarray(day_of_year, dtype="float64")
@@ -259,11 +258,11 @@ def extraterrestrial_radiation(lat_deg: np.ndarray, day_of_year: np.ndarray) -> 
 
 
 def actual_vapour_pressure(
-    tmax_c: np.ndarray, tmin_c: np.ndarray, rh_max: np.ndarray, rh_min: np.ndarray
+    tmax_c: ArrayLike, tmin_c: ArrayLike, rh_max: ArrayLike, rh_min: ArrayLike
 ) -> np.ndarray:
     """ea (kPa) from the daily temperature and humidity extremes, FAO-56 eq. 17."""
 
-    def e0(t: np.ndarray) -> np.ndarray:
+    def e0(t: ArrayLike) -> np.ndarray:
         t = np.asarray(t, dtype="float64")
         return np.asarray(0.6108 * np.exp(17.27 * t / (t + 237.3)))
 
@@ -273,12 +272,12 @@ def actual_vapour_pressure(
 
 
 def fao56_net_radiation(
-    rs: np.ndarray,
-    tmax_c: np.ndarray,
-    tmin_c: np.ndarray,
-    ea_kpa: np.ndarray,
-    ra: np.ndarray,
-    elevation_m: np.ndarray | float = 0.0,
+    rs: ArrayLike,
+    tmax_c: ArrayLike,
+    tmin_c: ArrayLike,
+    ea_kpa: ArrayLike,
+    ra: ArrayLike,
+    elevation_m: ArrayLike = 0.0,
     albedo: float = 0.23,
 ) -> np.ndarray:
     """Net radiation (MJ m-2 day-1), FAO-56 eqs. 37-40, with Rs/Rso clipped to [0.33, 1]."""
