@@ -108,9 +108,10 @@ def to_fast_lstm(model: EALSTM) -> FastEALSTM:
     w_f, w_o, w_g = cell.weight_ih.detach().split(hs, dim=1)
     u_f, u_o, u_g = cell.weight_hh.detach().split(hs, dim=1)
     b_f, b_o, b_g = cell.bias.detach().split(hs)
-    lstm = nn.LSTM(n_dyn + n_stat, hs, batch_first=True)
-    z_dyn = torch.zeros(hs, n_dyn)
-    z_stat = torch.zeros(hs, n_stat)
+    lstm = nn.LSTM(n_dyn + n_stat, hs, batch_first=True, device=cell.weight_ih.device)
+    z_dyn = cell.weight_ih.new_zeros(hs, n_dyn)  # on the model's device: a CUDA model exports as it is
+    z_stat = cell.weight_ih.new_zeros(hs, n_stat)
+    z_hh = cell.weight_hh.new_zeros(hs, hs)
     weight_ih = torch.cat(
         [
             torch.cat([z_dyn, cell.weight_sh.detach().T], dim=1),  # i: statics only
@@ -122,12 +123,12 @@ def to_fast_lstm(model: EALSTM) -> FastEALSTM:
     lstm.load_state_dict(
         {
             "weight_ih_l0": weight_ih,
-            "weight_hh_l0": torch.cat([torch.zeros(hs, hs), u_f.T, u_g.T, u_o.T]),  # i: no recurrence
+            "weight_hh_l0": torch.cat([z_hh, u_f.T, u_g.T, u_o.T]),  # i: no recurrence
             "bias_ih_l0": torch.cat([cell.bias_s.detach(), b_f, b_g, b_o]),
-            "bias_hh_l0": torch.zeros(4 * hs),
+            "bias_hh_l0": cell.bias.new_zeros(4 * hs),
         }
     )
-    fc = nn.Linear(hs, 1)
+    fc = nn.Linear(hs, 1, device=cell.weight_ih.device)
     fc.load_state_dict(model.fc.state_dict())
     fast = FastEALSTM(lstm, fc, n_dyn)
     return fast.eval()
