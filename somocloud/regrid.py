@@ -266,6 +266,11 @@ def conservative(
     return apply_conservative(w_lat, w_lon, array, grid, min_valid_fraction)
 
 
+def _enough_area(covered: np.ndarray, grid: Grid, min_valid_fraction: float) -> np.ndarray:
+    """Target cells whose valid source area is positive and at least `min_valid_fraction` of the cell."""
+    return (covered > 0) & (covered / _target_areas(grid) >= min_valid_fraction - _FRACTION_SLACK)
+
+
 def apply_conservative(
     w_lat: sp.csr_matrix, w_lon: sp.csr_matrix, values: np.ndarray, grid: Grid, min_valid_fraction: float
 ) -> np.ndarray:
@@ -279,8 +284,7 @@ def apply_conservative(
         covered = np.broadcast_to(covered, numerator.shape)
     else:
         covered = _apply(w_lat, w_lon, valid.astype("float64"))
-    fraction = covered / _target_areas(grid)
-    ok = (covered > 0) & (fraction >= min_valid_fraction - _FRACTION_SLACK)
+    ok = _enough_area(covered, grid, min_valid_fraction)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(ok, numerator / np.where(ok, covered, 1.0), np.nan)
     return out.astype(_out_dtype(values), copy=False)
@@ -390,8 +394,7 @@ def apply_mode(
         wins = (area > 0) & (area > best_area * (1 + 1e-9))
         best_code = np.where(wins, code, best_code)
         best_area = np.where(wins, area, best_area)
-    fraction = covered / _target_areas(grid)
-    ok = (covered > 0) & (fraction >= min_valid_fraction - _FRACTION_SLACK)
+    ok = _enough_area(covered, grid, min_valid_fraction)
     return np.where(ok, best_code, np.nan)
 
 

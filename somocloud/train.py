@@ -660,13 +660,29 @@ def simulate_cells(
     out = np.full((dyn_raw.shape[0], n_days, N_LAYERS), np.nan, dtype="float32")
     simulated: dict[int, np.ndarray] = {}
     for k in range(1, N_LAYERS + 1):
-        columns = [x_forcing]
-        for name in layer_dynamic_inputs(k, cfg.model.cascade)[len(DYNAMIC_INPUTS) :]:
-            columns.append(prep.scaler.apply(simulated[simulated_layer(name) or 0][..., None], [name]))
-        x_full = np.concatenate(columns, axis=2)
+        x_full = layer_inputs(cfg, prep.scaler, k, x_forcing, simulated)
         simulated[k] = simulate_layer(cfg, prep, k, results[k - 1], x_full, x_stat)
         out[:, :, k - 1] = simulated[k][:, -n_days:]
     return out
+
+
+def layer_inputs(
+    cfg: RunConfig, scaler: Scaler, layer: int, x_forcing: np.ndarray, simulated: dict[int, np.ndarray]
+) -> np.ndarray:
+    """Layer `layer`'s standardised dynamic inputs: the forcing inputs, then (cascade) the standardised
+    simulations `simulated[j]` (m3 m-3) of the layers above it, in `layer_dynamic_inputs` order."""
+    names = layer_dynamic_inputs(layer, cfg.model.cascade)[len(DYNAMIC_INPUTS) :]
+    if not names:
+        return x_forcing
+    columns = [scaler.apply(simulated[_upper(n)][..., None], [n]) for n in names]
+    return np.concatenate([x_forcing, *columns], axis=2)
+
+
+def _upper(name: str) -> int:
+    layer = simulated_layer(name)
+    if layer is None:
+        raise ValueError(f"{name!r} is not a simulated-layer input")
+    return layer
 
 
 def layer_stage(
@@ -678,16 +694,13 @@ def layer_stage(
     of layer j's trained members (`simulate_layer`), never the observed targets, standardised with scaler
     entries fitted here on the training cells (added to `prep.scaler`)."""
     seq = cfg.model.seq_length
-    names = layer_dynamic_inputs(layer, cfg.model.cascade)
-    columns = [prep.x_forcing]
-    for name in names[len(DYNAMIC_INPUTS) :]:
-        sim = simulated[simulated_layer(name) or 0]
+    for name in layer_dynamic_inputs(layer, cfg.model.cascade)[len(DYNAMIC_INPUTS) :]:
         if name not in prep.scaler.mean:  # fitted on the training days only
+            sim = simulated[_upper(name)]
             with _quiet():
                 fitted = Scaler.fit({name: sim[:, prep.lead + seq - 1 :]})
             prep.scaler.mean[name], prep.scaler.std[name] = fitted.mean[name], fitted.std[name]
-        columns.append(prep.scaler.apply(sim[..., None], [name]))
-    x_full = np.concatenate(columns, axis=2) if len(columns) > 1 else prep.x_forcing
+    x_full = layer_inputs(cfg, prep.scaler, layer, prep.x_forcing, simulated)
     x_dyn = np.ascontiguousarray(x_full[:, prep.lead :])  # (cells, seq - 1 + days, n_dyn)
     ok_window = valid_window_ends(np.isfinite(x_dyn).all(axis=2), seq)
     data, info = _layer_data(

@@ -30,6 +30,17 @@ def make_cfg(root: Path) -> RunConfig:
     return config_from_dict({"grid": GRID, "stores": {"root": str(root)}})
 
 
+def write_raster(
+    url: str, lat: np.ndarray, lon: np.ndarray, fields: dict[str, np.ndarray], **attrs: str
+) -> None:
+    """(latitude, longitude) float32 fields on the given axes; `attrs` are every variable's attributes."""
+    ds = xr.Dataset(
+        {k: (("latitude", "longitude"), np.asarray(v, "float32"), dict(attrs)) for k, v in fields.items()},
+        coords={"latitude": lat, "longitude": lon},
+    )
+    stores.write_zarr(ds, url, mode="w")
+
+
 def write_static_inputs(url: str, drop: str | None = None) -> None:
     lat2d, lon2d = np.meshgrid(SRC_LAT, SRC_LON, indexing="ij")
     clay = (lat2d - 38.0) / 10.0 + lon2d / 10000.0  # every cell distinct: catches flips and wraps
@@ -173,11 +184,7 @@ def test_dem_not_an_integer_fraction_is_area_weighted(cfg: RunConfig) -> None:
     lat = np.round(np.arange(42.0 - 0.2, 39.9, -0.4), 6)
     lon = np.round(np.arange(-1.2 + 0.2, 2.2, 0.4), 6)  # -1.0 .. 2.0, straddling every run edge
     elev = np.broadcast_to(1000.0 + 0.0 * lon[None, :], (lat.size, lon.size))
-    ds = xr.Dataset(
-        {"elevation": (("latitude", "longitude"), elev.astype("float32"), {"units": "m"})},
-        coords={"latitude": lat, "longitude": lon},
-    )
-    stores.write_zarr(ds, cfg.store("dem"), mode="w")
+    write_raster(cfg.store("dem"), lat, lon, {"elevation": elev}, units="m")
     build_statics(cfg, Context(show_progress=False))
     s = xr.open_zarr(cfg.store("statics")).load()
     np.testing.assert_allclose(s.elev_mean.values, 1000.0, rtol=1e-6)
@@ -186,11 +193,7 @@ def test_dem_not_an_integer_fraction_is_area_weighted(cfg: RunConfig) -> None:
 
 def test_dem_coarser_than_the_grid_is_rejected(cfg: RunConfig) -> None:
     lat, lon = np.arange(45.0, 36.0, -2.0), np.arange(-5.0, 6.0, 2.0)
-    ds = xr.Dataset(
-        {"elevation": (("latitude", "longitude"), np.ones((lat.size, lon.size), "float32"), {"units": "m"})},
-        coords={"latitude": lat, "longitude": lon},
-    )
-    stores.write_zarr(ds, cfg.store("dem"), mode="w")
+    write_raster(cfg.store("dem"), lat, lon, {"elevation": np.ones((lat.size, lon.size))}, units="m")
     with pytest.raises(StoreError, match=r"variable 'elevation' is coarser than the run grid") as err:
         build_statics(cfg, Context(show_progress=False))
     assert cfg.store("dem") in str(err.value)
@@ -208,11 +211,7 @@ def test_static_rasters_finer_and_coarser_than_the_grid(cfg: RunConfig) -> None:
     veg = np.where(lon2d < 0.5, 3.0, 5.0)  # run cell 0..1: half its area 3 (0.25), half 5 (0.75): tie → 3
     fields = {"land_sea_mask": np.ones_like(lat2d), "clay": lon2d, "sand": 0.0 * lat2d, "silt": 0.0 * lat2d,
               "porosity_top": 0.0 * lat2d, "porosity_mid": 0.0 * lat2d, "veg_type": veg}  # fmt: skip
-    ds = xr.Dataset(
-        {k: (("latitude", "longitude"), v.astype("float32")) for k, v in fields.items()},
-        coords={"latitude": lat, "longitude": lon},
-    )
-    stores.write_zarr(ds, url, mode="w")
+    write_raster(url, lat, lon, fields)
     build_statics(cfg, Context(show_progress=False))
     s = xr.open_zarr(cfg.store("statics")).load()
     # fine cells centred -0.75, -0.25 | 0.25, 0.75 | 1.25, 1.75 lie inside run cells -1..0 | 0..1 | 1..2
@@ -225,11 +224,7 @@ def test_static_rasters_finer_and_coarser_than_the_grid(cfg: RunConfig) -> None:
     fields = {"land_sea_mask": np.ones_like(lat2d), "clay": lon2d + 10.0 * lat2d, "sand": 0.0 * lat2d,
               "silt": 0.0 * lat2d, "porosity_top": 0.0 * lat2d, "porosity_mid": 0.0 * lat2d,
               "veg_type": np.where(lon2d < 1.0, 1.0, 2.0) + 10.0 * (lat2d > 40.0)}  # fmt: skip
-    ds = xr.Dataset(
-        {k: (("latitude", "longitude"), v.astype("float32")) for k, v in fields.items()},
-        coords={"latitude": lat, "longitude": lon},
-    )
-    stores.write_zarr(ds, url, mode="w")
+    write_raster(url, lat, lon, fields)
     build_statics(cfg, Context(show_progress=False))
     s = xr.open_zarr(cfg.store("statics")).load()
     run_lat, run_lon = np.array([40.5, 41.5]), np.array([-0.5, 0.5, 1.5])

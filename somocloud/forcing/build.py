@@ -94,7 +94,6 @@ class SourcePlan:
     source: str
     url: str
     names: tuple[str, ...]
-    regrid: str
     sampler: GridSampler
 
 
@@ -231,7 +230,7 @@ def plan_sources(cfg: RunConfig, grid: Grid) -> tuple[SourcePlan, ...]:
         label = (
             "forcing_source" if (source_name, url, method) == main else "forcing_source." + "+".join(names)
         )
-        plans.append(SourcePlan(label, source_name, url, tuple(names), method, source.sampler(grid, method)))
+        plans.append(SourcePlan(label, source_name, url, tuple(names), source.sampler(grid, method)))
     return tuple(plans)
 
 
