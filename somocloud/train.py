@@ -292,7 +292,7 @@ def train_member(
     """
     import torch
 
-    from somocloud.model.ealstm import EALSTM
+    from somocloud.model.ealstm import EALSTM, release_workspace
 
     s = settings
     with _TORCH_LOCK:
@@ -353,6 +353,7 @@ def train_member(
             state, best_epoch = best[2], best[1]
         else:
             state, best_epoch = {k: v.detach().clone() for k, v in net.state_dict().items()}, None
+        release_workspace()
     return MemberResult(
         spec, state, train_loss, val_loss, val_initial, n_fit, len(data.val_cells), best_epoch
     )

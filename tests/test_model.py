@@ -52,6 +52,86 @@ def test_fast_path_matches_reference_cell() -> None:
     assert (m(x_d, x_s) - to_fast_lstm(m)(x_d, x_s)).abs().max().item() < 1e-5
 
 
+def _grads(m: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    m.zero_grad()
+    loss.backward()
+    return {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("last_n", [1, 7])
+def test_fused_recurrence_matches_the_autograd_loop(last_n: int) -> None:
+    """The hand-written backward gives the reference loop's outputs and gradients (float64, random weights)."""
+    m = _random_model(3, hidden=12).double().train()
+    m.dropout.p = 0.0
+    x_d, x_s = torch.randn(9, 40, 6, dtype=torch.float64), torch.randn(9, 10, dtype=torch.float64)
+    w = torch.randn(9, last_n, dtype=torch.float64).squeeze(-1)
+
+    def loss(reference: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        h = m.lstm(x_d, x_s, last_only=last_n == 1, reference=reference)
+        h = h if last_n == 1 else h[:, -last_n:]
+        y = m.fc(h).squeeze(-1)
+        return y, (y * w).sum()
+
+    y_ref, l_ref = loss(True)
+    g_ref = _grads(m, l_ref)
+    y_new, l_new = loss(False)
+    g_new = _grads(m, l_new)
+    torch.testing.assert_close(y_new, y_ref, rtol=0, atol=1e-12)
+    assert g_new.keys() == g_ref.keys() and len(g_ref) == 7
+    for k in g_ref:
+        torch.testing.assert_close(g_new[k], g_ref[k], rtol=1e-9, atol=1e-12, msg=k)
+
+
+def test_fused_recurrence_in_float32_and_buffer_reuse_guard() -> None:
+    m = _random_model(4).train()
+    x_d, x_s = torch.randn(16, 50, 6), torch.randn(16, 10)
+    torch.testing.assert_close(m.lstm(x_d, x_s), m.lstm(x_d, x_s, reference=True), rtol=0, atol=1e-5)
+    first = m(x_d, x_s, last_n=5).sum()
+    second = m(x_d, x_s).sum()  # a second training forward takes the buffers over
+    with pytest.raises(RuntimeError, match="reused by another training forward"):
+        first.backward()
+    second.backward()  # the latest forward's backward is fine
+    with torch.no_grad():
+        m(x_d, x_s)  # forwards without gradients use their own buffers
+    third = m(x_d, x_s).sum()
+    third.backward()
+
+
+def test_fast_path_gradients_match_reference_cell() -> None:
+    """Gradients through the masked nn.LSTM equal the reference cell's (inputs and mapped weights)."""
+    m = _random_model(5, hidden=8)
+    fast = to_fast_lstm(m)
+    x_d = torch.randn(6, 30, 6, requires_grad=True)
+    x_s = torch.randn(6, 10, requires_grad=True)
+    w = torch.randn(6)
+    (m.lstm(x_d, x_s, last_only=True, reference=True) @ m.fc.weight.T).squeeze(-1).mul(w).sum().backward()
+    ref_d, ref_s = x_d.grad.clone(), x_s.grad.clone()
+    g_ref = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+    x_d.grad = x_s.grad = None
+    (fast(x_d, x_s) * w).sum().backward()
+    torch.testing.assert_close(x_d.grad, ref_d, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(x_s.grad, ref_s, rtol=1e-4, atol=1e-6)
+    hs = 8
+    g_ih = fast.lstm.weight_ih_l0.grad  # rows i, f, g, o; columns [dynamic, static]
+    g_hh = fast.lstm.weight_hh_l0.grad
+    f_ref, o_ref, g_ref_ih = g_ref["lstm.weight_ih"].split(hs, dim=1)
+    torch.testing.assert_close(g_ih[hs : 2 * hs, :6].T, f_ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g_ih[2 * hs : 3 * hs, :6].T, g_ref_ih, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g_ih[3 * hs :, :6].T, o_ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g_ih[:hs, 6:].T, g_ref["lstm.weight_sh"], rtol=1e-4, atol=1e-6)
+    u_f, u_o, u_g = g_ref["lstm.weight_hh"].split(hs, dim=1)
+    torch.testing.assert_close(g_hh[hs:].T, torch.cat([u_f, u_g, u_o], dim=1), rtol=1e-4, atol=1e-6)
+
+
+def test_last_n_outputs_agree_between_paths() -> None:
+    m = _random_model(6)
+    x_d, x_s = torch.randn(8, 40, 6), torch.randn(8, 10)
+    out = m(x_d, x_s, last_n=10)
+    assert out.shape == (8, 10)
+    torch.testing.assert_close(out[:, -1], m(x_d, x_s), rtol=0, atol=1e-6)
+    torch.testing.assert_close(to_fast_lstm(m)(x_d, x_s, last_n=10), out, rtol=0, atol=1e-5)
+
+
 def test_stack_inputs_and_scaler() -> None:
     fields = {"tp": np.array([[0.0, np.e - 1]]), "t2m": np.array([[280.0, 290.0]])}
     x = stack_inputs(fields, ["log_tp", "t2m"])

@@ -487,7 +487,7 @@ def _predict_ealstm(
     day `seq_length - 1` and where a window is incomplete."""
     import torch
 
-    from somocloud.model.ealstm import EALSTM, to_fast_lstm
+    from somocloud.model.ealstm import EALSTM, for_inference
 
     seq = s.seq_length
     cells, ends = np.nonzero(ok_window)
@@ -498,7 +498,7 @@ def _predict_ealstm(
     for state in states:
         net = EALSTM(x_dyn.shape[-1], x_stat.shape[-1], s.hidden_size, s.dropout, s.initial_forget_bias)
         net.load_state_dict(dict(state))
-        fast = to_fast_lstm(net.eval())
+        fast = for_inference(net, "cpu")
         with torch.no_grad():
             for i0 in range(0, len(cells), batch):
                 xd, xs = gather_windows(x_dyn, x_stat, cells[i0 : i0 + batch], ends[i0 : i0 + batch], seq)

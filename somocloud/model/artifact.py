@@ -164,18 +164,18 @@ def build_network(
     fast: bool = True,
     device: str = "cpu",
 ) -> Any:
-    """One member network of layer card `lc` with weights `state`, in eval mode; `fast` exports it to the
-    fused nn.LSTM path."""
-    from somocloud.model.ealstm import EALSTM, to_fast_lstm
+    """One member network of layer card `lc` with weights `state`, in eval mode on `device`; `fast` takes
+    the fastest inference form for the device (`ealstm.for_inference`)."""
+    from somocloud.model.ealstm import EALSTM, for_inference
 
     net = EALSTM(len(lc.dynamic_inputs), len(lc.static_inputs), hidden_size, dropout, initial_forget_bias)
     net.load_state_dict(dict(state))
-    net.eval()
-    return (to_fast_lstm(net) if fast else net).to(device)
+    return for_inference(net, device) if fast else net.eval().to(device)
 
 
 def load_artifact(url: str, device: str = "cpu", fast: bool = True) -> LoadedModel:
-    """Load every member of every layer in eval mode; `fast` exports them to the fused nn.LSTM path.
+    """Load every member of every layer in eval mode; `fast` takes each one's fastest inference form for
+    `device` (the fused nn.LSTM on GPU).
 
     File hashes are checked against the manifest, so a corrupted artifact fails loudly."""
     import torch

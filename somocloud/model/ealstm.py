@@ -3,7 +3,8 @@
     i   = σ(x_s W_s + b_s)                    once per sequence, from the statics only
     f, o, g = x_t W_ih + h_{t-1} W_hh + b     one fused matmul, chunk order (f, o, g)
     c_t = σ(f) c_{t-1} + i tanh(g);  h_t = σ(o) tanh(c_t);  zero initial state
-    ŷ   = fc(dropout(h_T))                    one dense head on the last step
+    ŷ   = fc(dropout(h_T))                    one dense head on the last step (or on each of the
+                                              last n steps, for `predict_last_n` training)
 
 Parameter names and shapes follow the published checkpoint (`lstm.weight_ih` (n_dyn, 3H),
 `lstm.weight_hh` (H, 3H), `lstm.weight_sh` (n_stat, H), `lstm.bias` (3H), `lstm.bias_s` (H), `fc.*`).
@@ -13,12 +14,172 @@ GPU): input-gate rows see only the statics and have no recurrent weights.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import torch
 from torch import nn
 
 
+class _Workspace(threading.local):
+    """Per-thread buffers of the fused recurrence, reused from one training step to the next.
+
+    Why: a (time, batch, 3H) float32 buffer is ~140 MB at batch 256, 365 steps, hidden 128. Fresh buffers
+    are fresh pages, and first-touching them every step cost about as much as the recurrence itself."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.owner: object | None = None
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        t = self.buffers.get(name)
+        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+            t = self.buffers[name] = like.new_empty(shape)
+        return t
+
+
+_WORKSPACE = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free this thread's recurrence buffers (after training)."""
+    _WORKSPACE.buffers.clear()
+    _WORKSPACE.owner = None
+
+
+def _tanh_(x: torch.Tensor) -> torch.Tensor:
+    """In-place tanh(x) = 2σ(2x) − 1: torch's CPU sigmoid is vectorised, its tanh ~5x slower."""
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+def _step(
+    x_t: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    i: torch.Tensor,
+    w_ih: torch.Tensor,
+    bias: torch.Tensor,
+    w_hh: torch.Tensor,
+    acts: torch.Tensor,
+    c_out: torch.Tensor,
+    tanh_c: torch.Tensor,
+    h_out: torch.Tensor,
+) -> None:
+    """One step into preallocated buffers: acts = [σ(f), σ(o), tanh(g)], c_out, tanh(c_out), h_out."""
+    hs = h.shape[1]
+    a = torch.addmm(bias, x_t, w_ih, out=acts).addmm_(h, w_hh)
+    g = a[:, 2 * hs :]
+    g.mul_(2)
+    a.sigmoid_()
+    g.mul_(2).sub_(1)  # tanh(g) = 2σ(2g) − 1, σ taken once over all three chunks
+    torch.mul(a[:, :hs], c, out=c_out).addcmul_(i, g)
+    _tanh_(tanh_c.copy_(c_out))
+    torch.mul(a[:, hs : 2 * hs], tanh_c, out=h_out)
+
+
+def _run_without_grad(
+    x: torch.Tensor,
+    i: torch.Tensor,
+    w_ih: torch.Tensor,
+    bias: torch.Tensor,
+    w_hh: torch.Tensor,
+    last_only: bool,
+) -> torch.Tensor:
+    """The forward of `_Recurrence` keeping only the current state (no gradients wanted)."""
+    steps, batch, _ = x.shape
+    hs = w_hh.shape[0]
+    acts = x.new_empty(batch, 3 * hs)
+    c = [x.new_zeros(batch, hs), x.new_empty(batch, hs)]
+    tanh_c = x.new_empty(batch, hs)
+    out = x.new_empty(1 if last_only else steps, batch, hs)
+    h = x.new_zeros(batch, hs)
+    for t in range(steps):
+        h_out = out[0 if last_only else t]
+        _step(x[t], h, c[t % 2], i, w_ih, bias, w_hh, acts, c[(t + 1) % 2], tanh_c, h_out)
+        h = h_out
+    return out[0] if last_only else out
+
+
+class _Recurrence(torch.autograd.Function):
+    """The EA-LSTM recurrence with a hand-written backward, on time-major dynamic inputs.
+
+    Forward keeps the gate activations, cell states and tanh(c) of every step in reusable buffers; backward
+    walks back in time with one (B, 3H) x (3H, H) product per step and forms the recurrent weight gradient
+    and the input weight gradient in one GEMM each over all steps. Same values as the autograd loop (`EALSTMCell.forward(reference=True)`) to
+    float rounding; tests compare both. Used when gradients are recorded (training); its buffers are
+    reused by the next training forward of the thread, which a pending backward detects and refuses."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        i: torch.Tensor,
+        w_ih: torch.Tensor,
+        bias: torch.Tensor,
+        w_hh: torch.Tensor,
+        last_only: bool,
+    ) -> torch.Tensor:
+        steps, batch, _ = x.shape
+        h3 = w_hh.shape[1]
+        hs = h3 // 3
+        ws = _WORKSPACE
+        acts = ws.get("acts", (steps, batch, h3), x)  # σ(f), σ(o), tanh(g)
+        c = ws.get("c", (steps + 1, batch, hs), x)
+        h = ws.get("h", (steps + 1, batch, hs), x)
+        tanh_c = ws.get("tanh_c", (steps, batch, hs), x)
+        c[0].zero_()
+        h[0].zero_()
+        for t in range(steps):
+            _step(x[t], h[t], c[t], i, w_ih, bias, w_hh, acts[t], c[t + 1], tanh_c[t], h[t + 1])
+        ctx.save_for_backward(x, acts, c, h, tanh_c, i, w_ih, w_hh)
+        ctx.last_only = last_only
+        ctx.token = ws.owner = object()
+        return h[steps].clone() if last_only else h[1:].clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if _WORKSPACE.owner is not ctx.token:
+            raise RuntimeError(
+                "EA-LSTM recurrence buffers were reused by another training forward before this backward; "
+                "call backward before the next forward, or run that forward with reference=True"
+            )
+        x, acts, c, h, tanh_c, i, w_ih, w_hh = ctx.saved_tensors
+        steps, batch, h3 = acts.shape
+        hs = h3 // 3
+        dgates = _WORKSPACE.get("dgates", (steps, batch, h3), acts)
+        dh = (grad if ctx.last_only else grad[steps - 1]).clone()
+        dc = acts.new_zeros(batch, hs)
+        di = acts.new_zeros(batch, hs)
+        w_hh_t = w_hh.t().contiguous()
+        tmp = acts.new_empty(batch, hs)
+        slope = acts.new_empty(batch, h3)
+        for t in range(steps - 1, -1, -1):
+            a, d = acts[t], dgates[t]
+            # activation slopes of all three chunks: σ(1 − σ) for f and o, 1 − tanh² for g
+            torch.mul(a, a, out=slope)
+            slope[:, : 2 * hs].neg_().add_(a[:, : 2 * hs])
+            slope[:, 2 * hs :].neg_().add_(1)
+            torch.mul(dh, tanh_c[t], out=d[:, hs : 2 * hs])  # ∂h/∂σ(o)
+            torch.mul(tanh_c[t], tanh_c[t], out=tmp)
+            dc.add_(tmp.neg_().add_(1).mul_(a[:, hs : 2 * hs]).mul_(dh))  # + ∂h/∂c
+            torch.mul(dc, c[t], out=d[:, :hs])  # ∂c/∂σ(f)
+            torch.mul(dc, i, out=d[:, 2 * hs :])  # ∂c/∂tanh(g)
+            d.mul_(slope)
+            di.addcmul_(dc, a[:, 2 * hs :])
+            dc.mul_(a[:, :hs])
+            if t > 0:
+                torch.mm(d, w_hh_t, out=dh)
+                if not ctx.last_only:
+                    dh.add_(grad[t - 1])
+        flat = dgates.reshape(steps * batch, h3)
+        dw_hh = torch.mm(h[:-1].reshape(steps * batch, hs).t(), flat)
+        dw_ih = torch.mm(x.reshape(steps * batch, -1).t(), flat)
+        dx = torch.matmul(dgates, w_ih.t()) if ctx.needs_input_grad[0] else None
+        return dx, di, dw_ih, flat.sum(0), dw_hh, None
+
+
 class EALSTMCell(nn.Module):
-    """The recurrent part; returns the hidden state of every step."""
+    """The recurrent part; returns the hidden state of every step (or of the last)."""
 
     def __init__(self, n_dynamic: int, n_static: int, hidden_size: int, initial_forget_bias: float = 5.0):
         super().__init__()
@@ -41,14 +202,28 @@ class EALSTMCell(nn.Module):
         nn.init.zeros_(self.bias_s)
         self.bias.data[: self.hidden_size] = self.initial_forget_bias
 
-    def forward(self, x_d: torch.Tensor, x_s: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, x_d: torch.Tensor, x_s: torch.Tensor, last_only: bool = False, reference: bool = False
+    ) -> torch.Tensor:
         """x_d (batch, time, n_dynamic), x_s (batch, n_static) → h (batch, time, hidden), or the last
-        step's h (batch, hidden) with `last_only`."""
+        step's h (batch, hidden) with `last_only`.
+
+        `reference=True` runs the plain autograd loop of the equations (the definition the fused
+        recurrence is tested against); otherwise `_Recurrence` when gradients are recorded (training),
+        else the same steps keeping only the current state."""
+        i = torch.sigmoid(torch.addmm(self.bias_s, x_s, self.weight_sh))
+        if not reference:
+            x = x_d.transpose(0, 1).contiguous()  # time-major
+            weights = (self.weight_ih, self.bias, self.weight_hh)
+            if torch.is_grad_enabled():
+                h = _Recurrence.apply(x, i, *weights, last_only)
+            else:
+                h = _run_without_grad(x, i, *weights, last_only)
+            return h if last_only else h.transpose(0, 1)
         batch, _, _ = x_d.shape
         hs = self.hidden_size
         h = x_d.new_zeros(batch, hs)
         c = x_d.new_zeros(batch, hs)
-        i = torch.sigmoid(torch.addmm(self.bias_s, x_s, self.weight_sh))
         xw = torch.matmul(x_d, self.weight_ih) + self.bias  # all steps in one GEMM
         out = []
         # unbind, not xw[:, t]: the backward of each indexing op would zero-fill a whole (batch, time, 3H)
@@ -79,10 +254,12 @@ class EALSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden_size, 1)
 
-    def forward(self, x_d: torch.Tensor, x_s: torch.Tensor) -> torch.Tensor:
-        """x_d (batch, time, n_dynamic), x_s (batch, n_static) → (batch,) standardised prediction."""
-        h_last = self.lstm(x_d, x_s, last_only=True)
-        return self.fc(self.dropout(h_last)).squeeze(-1)
+    def forward(self, x_d: torch.Tensor, x_s: torch.Tensor, last_n: int = 1) -> torch.Tensor:
+        """x_d (batch, time, n_dynamic), x_s (batch, n_static) → (batch,) standardised prediction of the
+        last step, or (batch, last_n) of the last `last_n` steps (`predict_last_n` training)."""
+        if last_n == 1:
+            return self.fc(self.dropout(self.lstm(x_d, x_s, last_only=True))).squeeze(-1)
+        return self.fc(self.dropout(self.lstm(x_d, x_s)[:, -last_n:])).squeeze(-1)
 
 
 class FastEALSTM(nn.Module):
@@ -94,10 +271,10 @@ class FastEALSTM(nn.Module):
         self.fc = fc
         self.n_dynamic = n_dynamic
 
-    def forward(self, x_d: torch.Tensor, x_s: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_d: torch.Tensor, x_s: torch.Tensor, last_n: int = 1) -> torch.Tensor:
         x = torch.cat([x_d, x_s.unsqueeze(1).expand(-1, x_d.shape[1], -1)], dim=2)
-        _, (h_n, _) = self.lstm(x)
-        return self.fc(h_n[-1]).squeeze(-1)
+        out, (h_n, _) = self.lstm(x)
+        return self.fc(h_n[-1] if last_n == 1 else out[:, -last_n:]).squeeze(-1)
 
 
 def to_fast_lstm(model: EALSTM) -> FastEALSTM:
@@ -132,3 +309,11 @@ def to_fast_lstm(model: EALSTM) -> FastEALSTM:
     fc.load_state_dict(model.fc.state_dict())
     fast = FastEALSTM(lstm, fc, n_dyn)
     return fast.eval()
+
+
+def for_inference(model: EALSTM, device: str | torch.device) -> nn.Module:
+    """The fastest inference form of `model` on `device`, in eval mode: the fused `nn.LSTM` export on GPU
+    (cuDNN), the EA-LSTM itself on CPU, whose gradient-free steps (`_run_without_grad`) ran 1.4x faster
+    than `nn.LSTM` on CPU in benchmarks/bench_train.py."""
+    model = model.eval().to(device)
+    return to_fast_lstm(model) if torch.device(device).type == "cuda" else model
