@@ -261,6 +261,19 @@ class ModelConfig(Section):
     cascade: bool = True
     """Layers 2 and 3 also take the simulated soil moisture of the layers above (SoMo.ml); the forcing then
     starts `3 x (seq_length - 1)` days before the product so that every window of every layer is exact."""
+    predict_last_n: int = Field(1, ge=1)
+    """Targets per training window: the loss covers the last n steps of each window (neuralhydrology's
+    `predict_last_n`). 1 is SoMo.ml's one output per window (`exact` inference); n > 1 trains a model for
+    `blocked` inference, a warm-up of `seq_length - n` days then blocks of n days. Below seq_length."""
+
+    @model_validator(mode="after")
+    def _last_n_inside_window(self) -> ModelConfig:
+        if self.predict_last_n >= self.seq_length:
+            raise ValueError(
+                f"predict_last_n ({self.predict_last_n}) must be below seq_length ({self.seq_length}): "
+                "the window needs at least one warm-up step"
+            )
+        return self
 
     @property
     def stages(self) -> int:

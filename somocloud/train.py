@@ -16,6 +16,8 @@ What it does, in order:
    target's unit: in-situ daily stds are about 0.02-0.10 m3 m-3, so ε = 0.005 keeps the weights of quiet
    and lively cells apart (about 18x between s = 0.02 and 0.10) while bounding the weight of a near-constant
    series; neuralhydrology's ε = 0.1 (made for discharge in mm/day) would flatten that to about 2.8x.
+   With `model.predict_last_n` = n > 1 (models for `blocked` inference) a sample is a complete window whose last n days hold some target, ŷ is the head on
+   each of the last n hidden states, and the mean runs over the finite targets among them.
 5. The layer cascade (`model.cascade`): layers are trained in order; after layer k's members are
    trained, their ensemble-mean simulation at the training cells on every day with a complete window
    (`simulate_layer`, the same code path as `predict`) becomes the input `sm_layer<k>` of the layers
@@ -143,8 +145,33 @@ def gather_windows(
 def nse_star_loss(y_hat: Any, y: Any, cell_std: Any, epsilon: float) -> Any:
     """NSE* (Kratzert et al. 2019): mean of (ŷ − y)² / (s_c + ε)² over the batch (torch tensors).
 
-    y, ŷ are standardised; `cell_std` s_c and ε are in the raw target unit (m3 m-3)."""
-    return (((y_hat - y) / (cell_std + epsilon)) ** 2).mean()
+    y, ŷ are standardised; `cell_std` s_c and ε are in the raw target unit (m3 m-3). With
+    `predict_last_n` > 1, y and ŷ are (batch, n), `cell_std` (batch,), and the mean is over the finite
+    targets (neuralhydrology's masked NSE)."""
+    if y.dim() == 1:
+        return (((y_hat - y) / (cell_std + epsilon)) ** 2).mean()
+    finite = y.isfinite()
+    weight = (cell_std + epsilon)[:, None].expand_as(y)
+    return (((y_hat[finite] - y[finite]) / weight[finite]) ** 2).mean()
+
+
+def window_targets(y: np.ndarray, cells: np.ndarray, days: np.ndarray, last_n: int) -> np.ndarray:
+    """The targets of windows ending on training days `days`: (batch,) for last_n 1, else (batch, last_n)
+    over days d - last_n + 1 .. d (NaN before the first training day and where missing)."""
+    if last_n == 1:
+        return y[cells, days]
+    steps = days[:, None] - last_n + 1 + np.arange(last_n)[None, :]
+    out = y[cells[:, None], np.maximum(steps, 0)]
+    out[steps < 0] = np.nan
+    return out
+
+
+def any_target_in_last_n(finite: np.ndarray, last_n: int) -> np.ndarray:
+    """(cells, days) bool: some target among days d - last_n + 1 .. d is finite."""
+    count = np.cumsum(finite, axis=1)
+    before = np.zeros_like(count)
+    before[:, last_n:] = count[:, :-last_n]
+    return np.asarray(count - before > 0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -169,6 +196,7 @@ class Settings:
     threads: int
     learning_rate_schedule: tuple[tuple[int, float], ...] = ()
     early_stopping_patience: int | None = None
+    predict_last_n: int = 1
 
     def rate(self, epoch: int) -> float:
         """The learning rate of 1-based `epoch`."""
@@ -196,6 +224,7 @@ class Settings:
             threads=t.threads or 1,
             learning_rate_schedule=tuple(t.learning_rate_schedule.items()),
             early_stopping_patience=t.early_stopping_patience,
+            predict_last_n=m.predict_last_n,
         )
 
 
@@ -265,8 +294,8 @@ def _mean_loss(net: Any, data: LayerData, x_dyn: np.ndarray, x_stat: np.ndarray,
             c, d = data.val_cells[i0 : i0 + s.batch_size], data.val_days[i0 : i0 + s.batch_size]
             xd, xs = gather_windows(x_dyn, x_stat, c, d, s.seq_length)
             loss = nse_star_loss(
-                net(torch.from_numpy(xd), torch.from_numpy(xs)),
-                torch.from_numpy(data.y[c, d]),
+                net(torch.from_numpy(xd), torch.from_numpy(xs), s.predict_last_n),
+                torch.from_numpy(window_targets(data.y, c, d, s.predict_last_n)),
                 torch.from_numpy(data.cell_std[c]),
                 s.nse_epsilon,
             )
@@ -320,8 +349,8 @@ def train_member(
                 xd, xs = gather_windows(x_dyn, x_stat, c, d, s.seq_length)
                 optimiser.zero_grad()
                 loss = nse_star_loss(
-                    net(torch.from_numpy(xd), torch.from_numpy(xs)),
-                    torch.from_numpy(data.y[c, d]),
+                    net(torch.from_numpy(xd), torch.from_numpy(xs), s.predict_last_n),
+                    torch.from_numpy(window_targets(data.y, c, d, s.predict_last_n)),
                     torch.from_numpy(data.cell_std[c]),
                     s.nse_epsilon,
                 )
@@ -501,9 +530,11 @@ def _layer_data(
     std: float,
     cap: int | None,
     seed: int,
+    last_n: int = 1,
 ) -> tuple[LayerData, dict[str, Any]]:
-    """Samples and standardised targets of one layer; `raw` is (cells, days) in m3 m-3."""
-    valid = np.isfinite(raw) & ok_window & ok_static[:, None]
+    """Samples and standardised targets of one layer; `raw` is (cells, days) in m3 m-3. A sample is a
+    complete input window whose last `last_n` days hold at least one finite target."""
+    valid = any_target_in_last_n(np.isfinite(raw), last_n) & ok_window & ok_static[:, None]
     cells, days = np.nonzero(valid)
     is_val = validation[cells]
     val_cells, val_days = cells[is_val], days[is_val]
@@ -713,6 +744,7 @@ def layer_stage(
         prep.target_std[layer - 1],
         cfg.train.max_windows_per_epoch,
         cfg.seed,
+        cfg.model.predict_last_n,
     )
     if len(data.fit_cells) == 0:
         raise ValueError(
@@ -776,10 +808,12 @@ def run_members(
     client = ctx.dask(cfg.cluster)
     specs = [s for s in member_specs(cfg) if s.layer == layer]
     settings = Settings.from_config(cfg)
-    # The big arrays travel once to every worker, not once per task.
-    x_dyn_f = client.scatter(x_dyn, broadcast=True)
-    x_stat_f = client.scatter(x_stat, broadcast=True)
-    data_f = client.scatter(data, broadcast=True)
+    # The big arrays travel once to every worker, not once per task. hash=False: a content-hashed key
+    # repeats when the same arrays are scattered again (the next layer's statics, a rerun), and a key
+    # still being released by the scheduler then fails the new tasks with "lost dependencies".
+    x_dyn_f = client.scatter(x_dyn, broadcast=True, hash=False)
+    x_stat_f = client.scatter(x_stat, broadcast=True, hash=False)
+    data_f = client.scatter(data, broadcast=True, hash=False)
     futures = client.map(
         train_member, specs, data=data_f, x_dyn=x_dyn_f, x_stat=x_stat_f, settings=settings, pure=False
     )
@@ -908,6 +942,7 @@ def _model_card(cfg: RunConfig, prep: Prepared, layers: list[LayerCard]) -> Mode
         inference_mode=cfg.predict.mode,
         input_scaler=prep.scaler.to_dict(),
         layers=layers,
+        predict_last_n=cfg.model.predict_last_n,
     )
 
 

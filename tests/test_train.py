@@ -23,12 +23,14 @@ from somocloud.train import (
     LayerData,
     MemberSpec,
     Settings,
+    any_target_in_last_n,
     gather_windows,
     nse_star_loss,
     split_cells,
     train,
     train_member,
     valid_window_ends,
+    window_targets,
 )
 
 START = dt.date(2020, 1, 1)
@@ -382,6 +384,54 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert len(stopped.val_loss) == 3  # epochs 2 and 3 did not improve: stop
     assert all(v is not None and v > stopped.val_loss[0] for v in stopped.val_loss[1:])
     assert same_state(first.state, stopped.state)
+
+
+def test_last_n_targets_and_masked_loss_by_hand() -> None:
+    y = np.array([[0.0, np.nan, 2.0, 3.0], [np.nan, np.nan, np.nan, 7.0]], dtype="float32")
+    got = window_targets(y, np.array([0, 1, 0]), np.array([3, 2, 0]), 3)
+    np.testing.assert_array_equal(got, [[np.nan, 2, 3], [np.nan, np.nan, np.nan], [np.nan, np.nan, 0]])
+    assert window_targets(y, np.array([0]), np.array([2]), 1).tolist() == [2.0]
+    assert any_target_in_last_n(np.isfinite(y), 2).tolist() == [
+        [True, True, True, True],
+        [False] * 3 + [True],
+    ]
+    # masked NSE*: (1/0.02)² and (2/0.02)² at cell 0; the NaN targets count for nothing
+    y_hat = torch.tensor([[9.0, 3.0, 5.0], [4.0, 4.0, 4.0]])
+    loss = nse_star_loss(
+        y_hat, torch.tensor([[np.nan, 2.0, 3.0], [np.nan, np.nan, 4.0]]), torch.tensor([0.01, 1.0]), 0.01
+    )
+    assert float(loss) == pytest.approx((2500.0 + 10000.0 + 0.0) / 3.0, rel=1e-6)
+
+
+def test_training_on_the_last_n_steps_learns_every_step() -> None:
+    """predict_last_n = 4: one window scores its last four days; the loss falls, and every one of the last
+    four outputs (not only the last) tracks the target."""
+    data, raw, x_stat, settings = learnable_problem(epochs=4, predict_last_n=4, seq_length=14)
+    # windows of 14 days: shift the inputs so that training day d still ends at input row d + 13
+    raw = np.concatenate([np.zeros((raw.shape[0], 4, raw.shape[2]), dtype="float32"), raw], axis=1)
+    result = train_member(MemberSpec(1, 0, 1000), data, raw, x_stat, settings)
+    assert result.val_loss_initial is not None and result.val_loss[-1] is not None
+    assert result.val_loss[-1] < 0.2 * result.val_loss_initial
+    from somocloud.model.ealstm import EALSTM
+
+    net = EALSTM(raw.shape[-1], x_stat.shape[-1], 16, 0.0, 1.0)
+    net.load_state_dict(result.state)
+    days = np.arange(20, 200, 7)
+    cells = np.zeros_like(days)  # the validation cell
+    xd, xs = gather_windows(raw, x_stat, cells, days, 14)
+    with torch.no_grad():
+        out = net(torch.from_numpy(xd), torch.from_numpy(xs), last_n=4).numpy()
+    truth = window_targets(data.y, cells, days, 4)
+    for k in range(4):
+        assert np.corrcoef(out[:, k], truth[:, k])[0, 1] > 0.9, k
+
+
+def test_predict_last_n_must_leave_a_warm_up() -> None:
+    from somocloud.config import ConfigError
+
+    assert config_from_dict({"model": {"seq_length": 10, "predict_last_n": 9}}).model.predict_last_n == 9
+    with pytest.raises(ConfigError, match="predict_last_n"):
+        config_from_dict({"model": {"seq_length": 10, "predict_last_n": 10}})
 
 
 def test_schedule_config_is_checked() -> None:

@@ -58,6 +58,8 @@ class ModelCard:
     input_scaler: dict[str, Any]
     layers: list[LayerCard]
     format: str = FORMAT
+    predict_last_n: int = 1
+    """Steps per training window in the loss: 1 for `exact` models, the block length for `blocked` ones."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
