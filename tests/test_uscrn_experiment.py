@@ -176,3 +176,39 @@ def test_baselines_never_see_held_out_targets(tmp_path: Path) -> None:
         after = uscrn._fit_baseline_fold(name, inp, TINY, train, test, 0)
         inp.targets[test] -= 0.1
         np.testing.assert_array_equal(before, after)
+
+
+def test_history_length_by_hand() -> None:
+    finite = np.array([[True, True, False, True, True, True], [False, True, True, True, True, True]])
+    assert uscrn.history_length(finite).tolist() == [[1, 2, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]
+
+
+def test_last_n_prediction_uses_the_day_s_own_history(tmp_path: Path) -> None:
+    """With predict_last_n > 1 a day is predicted from min(seq_length, history) days: the full window's last
+    output where the history is long enough, the output at the day's position of one pass from the run's
+    start otherwise; days inside the warm-up are NaN."""
+    import torch
+
+    from somocloud.model.ealstm import EALSTM
+
+    s = uscrn.ExperimentSettings(seq_length=12, predict_last_n=8, hidden_size=5, dropout=0.0)
+    torch.manual_seed(0)
+    net = EALSTM(3, 2, 5, 0.0, 1.0)
+    rng = np.random.default_rng(0)
+    x_dyn = rng.normal(size=(2, 30, 3)).astype("float32")
+    x_dyn[1, 10] = np.nan  # station 1: a gap on day 10, so a new run starts on day 11
+    x_stat = rng.normal(size=(2, 2)).astype("float32")
+    history = uscrn.history_length(np.isfinite(x_dyn).all(axis=2))
+    pred = uscrn._predict_ealstm([net.state_dict()], s, x_dyn, x_stat, history, mean=0.5, std=0.1)
+
+    def by_hand(c: int, start: int, day: int) -> float:
+        with torch.no_grad():
+            x = torch.from_numpy(x_dyn[c : c + 1, start : day + 1])
+            return float(net(x, torch.from_numpy(x_stat[c : c + 1]))[0]) * 0.1 + 0.5
+
+    assert np.isnan(pred[0, :4]).all() and np.isfinite(pred[0, 4:]).all()  # warm-up of 4 days
+    assert pred[0, 6] == pytest.approx(by_hand(0, 0, 6), abs=1e-6)  # a short window from day 0
+    assert pred[0, 20] == pytest.approx(by_hand(0, 9, 20), abs=1e-6)  # the full 12-day window
+    assert np.isnan(pred[1, 10:15]).all()  # the gap, then the new run's warm-up
+    assert pred[1, 16] == pytest.approx(by_hand(1, 11, 16), abs=1e-6)  # from the new run's start
+    assert pred[1, 9] == pytest.approx(by_hand(1, 0, 9), abs=1e-6)

@@ -44,13 +44,17 @@ experiment (`run_uscrn_experiment`), writes the results JSON and prints a table.
   Everything fitted (input scalers, target mean/std, NSE* cell stds, EA-LSTM weights, random forest,
   climatology) sees the training stations only.
 * **EA-LSTM**: `train.train_member` per fold and layer (`n_members` seeds, predictions averaged, negative
-  values clipped to 0), lookback `seq_length` days inside the year, each layer from the forcing alone
+  values clipped to 0), windows of `seq_length` days inside the year, each layer from the forcing alone
   (no cascade: feeding the upper layer's simulation would need an out-of-fold simulation at the
-  training stations too, i.e. nested folds; not done here).
-* **Scoring**: at held-out stations, on the days that have an observation and a complete EA-LSTM
-  input window (so from day `seq_length` of the year on); every method is scored on those same days
-  (persistence loses, in addition, the days after a missing observation). Per station: r, anomaly r
-  (35-day moving-window anomalies, `metrics.anomaly_r`) and ubRMSD from `somocloud.metrics`, with at
+  training stations too, i.e. nested folds; not done here). With `predict_last_n` = 1 (SoMo.ml) a day
+  is predicted by the last output of its `seq_length` window. With n > 1 the loss covers the last n days
+  of each window, and a day is predicted from up to `seq_length` days of history after a warm-up of
+  `seq_length - n` days (`_predict_ealstm`).
+* **Scoring**: at held-out stations, on the days that have an observation and at least
+  `seq_length - predict_last_n + 1` days of complete inputs up to the day (so from day 60 of the year on
+  at the defaults); every method is scored on those same days (persistence loses, in addition, the days
+  after a missing observation). Per station: r, anomaly r (35-day moving-window anomalies,
+  `metrics.anomaly_r`) and ubRMSD from `somocloud.metrics`, with at
   least `min_pairs` paired days; then the median over stations, per layer and method.
 """
 
@@ -78,7 +82,15 @@ from somocloud import metrics, stores
 from somocloud.baselines import BaselineData, make_baseline
 from somocloud.layers import DEPTH_BOUNDS, N_LAYERS
 from somocloud.model.features import Scaler, stack_inputs
-from somocloud.train import LayerData, MemberSpec, Settings, gather_windows, train_member, valid_window_ends
+from somocloud.train import (
+    LayerData,
+    MemberSpec,
+    Settings,
+    any_target_in_last_n,
+    gather_windows,
+    train_member,
+    valid_window_ends,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +148,7 @@ class ExperimentSettings:
     max_windows_per_epoch: int | None = None
     grad_clip: float = 1.0
     nse_epsilon: float = 0.05
+    predict_last_n: int = 1
     n_members: int = 1
     threads: int = 1
     # random forest
@@ -155,6 +168,13 @@ class ExperimentSettings:
             raise ValueError(f"snr must be 'fao56' or 'none', got {self.snr!r}")
         if self.n_folds < 2:
             raise ValueError("n_folds must be at least 2")
+        if not 1 <= self.predict_last_n < self.seq_length:
+            raise ValueError(f"predict_last_n must be in 1..seq_length-1, got {self.predict_last_n}")
+
+    @property
+    def warm_up(self) -> int:
+        """Days of complete inputs before the first predicted day: seq_length - predict_last_n."""
+        return self.seq_length - self.predict_last_n
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -468,9 +488,20 @@ def _settings(s: ExperimentSettings, n_dynamic: int, n_static: int) -> Settings:
         "grad_clip": s.grad_clip,
         "nse_epsilon": s.nse_epsilon,
         "threads": s.threads,
+        "predict_last_n": s.predict_last_n,
     }
     names = {f.name for f in dataclasses.fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in names})
+
+
+def history_length(finite: np.ndarray) -> np.ndarray:
+    """(cells, days): how many consecutive days up to and including each day have every input finite."""
+    out = np.zeros(finite.shape, dtype="int64")
+    run = np.zeros(finite.shape[0], dtype="int64")
+    for d in range(finite.shape[1]):
+        run = np.where(finite[:, d], run + 1, 0)
+        out[:, d] = run
+    return out
 
 
 def _predict_ealstm(
@@ -478,41 +509,58 @@ def _predict_ealstm(
     s: ExperimentSettings,
     x_dyn: np.ndarray,
     x_stat: np.ndarray,
-    ok_window: np.ndarray,
+    history: np.ndarray,
     mean: float,
     std: float,
     batch: int = 4096,
 ) -> np.ndarray:
-    """Ensemble-mean prediction (m3 m-3, clipped at 0) of every complete window: (cells, days), NaN before
-    day `seq_length - 1` and where a window is incomplete."""
+    """Ensemble-mean prediction (m3 m-3, clipped at 0): (cells, days), NaN where fewer than `warm_up + 1`
+    days of complete inputs lead up to the day.
+
+    A day's window is its last min(seq_length, history) days, and its prediction the window's last output.
+    With predict_last_n = 1 that is always the full seq_length window (the exact method). With n > 1 the
+    model was trained on outputs `warm_up`..seq_length-1 of its windows, and a shorter window's last output
+    is one of those (days early in a run of complete inputs, from the start of the run)."""
     import torch
 
     from somocloud.model.ealstm import EALSTM, for_inference
 
     seq = s.seq_length
-    cells, ends = np.nonzero(ok_window)
-    out = np.full(x_dyn.shape[:2], np.nan, dtype="float64")
-    if len(cells) == 0:
-        return out
-    total = np.zeros(len(cells))
+    total = np.zeros(x_dyn.shape[:2], dtype="float64")
+    nets: list[Any] = []
     for state in states:
         net = EALSTM(x_dyn.shape[-1], x_stat.shape[-1], s.hidden_size, s.dropout, s.initial_forget_bias)
         net.load_state_dict(dict(state))
-        fast = for_inference(net, "cpu")
-        with torch.no_grad():
-            for i0 in range(0, len(cells), batch):
-                xd, xs = gather_windows(x_dyn, x_stat, cells[i0 : i0 + batch], ends[i0 : i0 + batch], seq)
-                total[i0 : i0 + batch] += fast(torch.from_numpy(xd), torch.from_numpy(xs)).numpy()
-    out[cells, ends + seq - 1] = np.maximum(total / len(states) * std + mean, 0.0)
-    return out
+        nets.append(for_inference(net, "cpu"))
+    full_cells, full_days = np.nonzero(history >= seq)
+    short = (history > s.warm_up) & (history < seq)
+    runs = sorted({(c, d - history[c, d] + 1) for c, d in zip(*np.nonzero(short), strict=True)})
+    with torch.no_grad():
+        for net in nets:
+            for i0 in range(0, len(full_cells), batch):
+                c, d = full_cells[i0 : i0 + batch], full_days[i0 : i0 + batch]
+                xd, xs = gather_windows(x_dyn, x_stat, c, d - seq + 1, seq)
+                total[c, d] += net(torch.from_numpy(xd), torch.from_numpy(xs)).numpy()
+            for c0, start in runs:  # one pass from the run's start gives every short window's last output
+                days = np.flatnonzero(short[c0] & (np.arange(len(short[c0])) - history[c0] + 1 == start))
+                n = int(days[-1] - start + 1)
+                xd, xs = gather_windows(x_dyn, x_stat, np.array([c0]), np.array([start]), n)
+                out = net(torch.from_numpy(xd), torch.from_numpy(xs), last_n=n).numpy().reshape(-1)
+                total[c0, days] += out[days - start]
+    pred = np.maximum(total / len(nets) * std + mean, 0.0)
+    return np.where(history > s.warm_up, pred, np.nan)
 
 
 def _fit_ealstm_fold(
     inp: Inputs, s: ExperimentSettings, train: np.ndarray, test: np.ndarray, fold: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Train the EA-LSTM per layer on the training stations; predictions at the test stations
-    (test, days, layers) and a training summary."""
-    seq = s.seq_length
+    (test, days, layers) and a training summary.
+
+    Training windows are the complete seq_length windows, with the loss on their last predict_last_n days
+    (`train.train_member`). Training day j is day j + warm_up of the year; the inputs get predict_last_n - 1
+    leading NaN days so that window j (ending on day j + warm_up) reads rows j .. j + seq_length - 1."""
+    seq, last_n, warm = s.seq_length, s.predict_last_n, s.warm_up
     with _quiet():
         scaler = Scaler.fit(
             {n: inp.dyn_raw[train][..., i] for i, n in enumerate(inp.dynamic_names)}
@@ -520,7 +568,10 @@ def _fit_ealstm_fold(
         )
     x_dyn = scaler.apply(inp.dyn_raw, inp.dynamic_names)
     x_stat = scaler.apply(inp.stat_raw, inp.static_names)
-    ok_window = valid_window_ends(np.isfinite(inp.dyn_raw).all(axis=2), seq)
+    pad = np.full((len(train), last_n - 1, x_dyn.shape[2]), np.nan, dtype=x_dyn.dtype)
+    x_train = np.concatenate([pad, x_dyn[train]], axis=1)
+    ok_window = valid_window_ends(np.isfinite(x_train).all(axis=2), seq)
+    history = history_length(np.isfinite(inp.dyn_raw[test]).all(axis=2))
     settings = _settings(s, len(inp.dynamic_names), len(inp.static_names))
     pred = np.full((len(test), inp.targets.shape[1], N_LAYERS), np.nan)
     summary: dict[str, Any] = {}
@@ -530,8 +581,8 @@ def _fit_ealstm_fold(
             mean, std = float(np.nanmean(raw)), float(np.nanstd(raw))
             cell_std = np.nan_to_num(np.nanstd(raw, axis=1), nan=0.0).astype("float32")
         std = std if std > 0 and np.isfinite(std) else 1.0
-        y = ((raw[:, seq - 1 :] - mean) / std).astype("float32")
-        cells, days = np.nonzero(np.isfinite(y) & ok_window[train])
+        y = ((raw[:, warm:] - mean) / std).astype("float32")
+        cells, days = np.nonzero(any_target_in_last_n(np.isfinite(y), last_n) & ok_window)
         empty = np.zeros(0, dtype="int64")
         data = LayerData(
             y=y, cell_std=cell_std, fit_cells=cells, fit_days=days, val_cells=empty, val_days=empty
@@ -540,13 +591,13 @@ def _fit_ealstm_fold(
         for m in range(s.n_members):
             spec = MemberSpec(k + 1, m, s.seed + SEED_LAYER_STRIDE * (k + 1) + SEED_FOLD_STRIDE * fold + m)
             t0 = time.perf_counter()
-            results.append(train_member(spec, data, x_dyn[train], x_stat[train], settings))
+            results.append(train_member(spec, data, x_train, x_stat[train], settings))
             log.info(
                 "fold %d layer %d member %d: %d windows, NSE* %s, %.0f s",
                 fold, k + 1, m, len(cells), [round(v, 3) for v in results[-1].train_loss], time.perf_counter() - t0,
             )  # fmt: skip
         pred[:, :, k] = _predict_ealstm(
-            [r.state for r in results], s, x_dyn[test], x_stat[test], ok_window[test], mean, std
+            [r.state for r in results], s, x_dyn[test], x_stat[test], history, mean, std
         )
         summary[str(k + 1)] = {
             "fit_windows": len(cells),
@@ -667,10 +718,9 @@ def run_uscrn_experiment(
             runtime[m] += time.perf_counter() - t0
         log.info("uscrn: fold %d done (%d test stations)", f, len(test))
 
-    # Scored days: observed, and the EA-LSTM has a complete window (the same days for every method).
-    ok_window = valid_window_ends(np.isfinite(inp.dyn_raw).all(axis=2), s.seq_length)
-    scorable = np.zeros((n, n_days), dtype=bool)
-    scorable[:, s.seq_length - 1 :] = ok_window
+    # Scored days: observed, and the EA-LSTM has its warm-up of complete inputs (the same days for every
+    # method; with predict_last_n = 1 that is a complete seq_length window).
+    scorable = history_length(np.isfinite(inp.dyn_raw).all(axis=2)) > s.warm_up
     summary: dict[str, Any] = {}
     per_station: dict[str, Any] = {}
     for m in s.methods:
