@@ -49,7 +49,9 @@ experiment (`run_uscrn_experiment`), writes the results JSON and prints a table.
   training stations too, i.e. nested folds; not done here). With `predict_last_n` = 1 (SoMo.ml) a day
   is predicted by the last output of its `seq_length` window. With n > 1 the loss covers the last n days
   of each window, and a day is predicted from up to `seq_length` days of history after a warm-up of
-  `seq_length - n` days (`_predict_ealstm`).
+  `seq_length - n` days (`_predict_ealstm`). With `validation_fraction` > 0 that share of the training
+  stations is not fitted but gives a validation loss per epoch; with `early_stopping_patience` a member
+  stops when it has not improved for that many epochs and keeps its best epoch's weights.
 * **Scoring**: at held-out stations, on the days that have an observation and at least
   `seq_length - predict_last_n + 1` days of complete inputs up to the day (so from day 60 of the year on
   at the defaults); every method is scored on those same days (persistence loses, in addition, the days
@@ -149,6 +151,9 @@ class ExperimentSettings:
     grad_clip: float = 1.0
     nse_epsilon: float = 0.05
     predict_last_n: int = 1
+    validation_fraction: float = 0.0
+    early_stopping_patience: int | None = None
+    cascade: bool = False
     n_members: int = 1
     threads: int = 1
     # random forest
@@ -168,6 +173,10 @@ class ExperimentSettings:
             raise ValueError(f"snr must be 'fao56' or 'none', got {self.snr!r}")
         if self.n_folds < 2:
             raise ValueError("n_folds must be at least 2")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.early_stopping_patience is not None and self.validation_fraction == 0:
+            raise ValueError("early_stopping_patience needs validation_fraction > 0")
         if not 1 <= self.predict_last_n < self.seq_length:
             raise ValueError(f"predict_last_n must be in 1..seq_length-1, got {self.predict_last_n}")
 
@@ -489,6 +498,7 @@ def _settings(s: ExperimentSettings, n_dynamic: int, n_static: int) -> Settings:
         "nse_epsilon": s.nse_epsilon,
         "threads": s.threads,
         "predict_last_n": s.predict_last_n,
+        "early_stopping_patience": s.early_stopping_patience,
     }
     names = {f.name for f in dataclasses.fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in names})
@@ -559,23 +569,32 @@ def _fit_ealstm_fold(
 
     Training windows are the complete seq_length windows, with the loss on their last predict_last_n days
     (`train.train_member`). Training day j is day j + warm_up of the year; the inputs get predict_last_n - 1
-    leading NaN days so that window j (ending on day j + warm_up) reads rows j .. j + seq_length - 1."""
+    leading NaN days so that window j (ending on day j + warm_up) reads rows j .. j + seq_length - 1.
+
+    With `cascade`, layer k's inputs end with the simulations of layers 1..k-1 (standardised with their
+    training-station mean and std): at the test stations their out-of-fold predictions, at the training
+    stations the in-sample simulation of the upper layer's members, as the product's `train` step does.
+    Observed soil moisture is never an input."""
     seq, last_n, warm = s.seq_length, s.predict_last_n, s.warm_up
     with _quiet():
         scaler = Scaler.fit(
             {n: inp.dyn_raw[train][..., i] for i, n in enumerate(inp.dynamic_names)}
             | {n: inp.stat_raw[train, i] for i, n in enumerate(inp.static_names)}
         )
-    x_dyn = scaler.apply(inp.dyn_raw, inp.dynamic_names)
+    x_layer = scaler.apply(inp.dyn_raw, inp.dynamic_names)  # (stations, days, inputs of this layer)
     x_stat = scaler.apply(inp.stat_raw, inp.static_names)
-    pad = np.full((len(train), last_n - 1, x_dyn.shape[2]), np.nan, dtype=x_dyn.dtype)
-    x_train = np.concatenate([pad, x_dyn[train]], axis=1)
-    ok_window = valid_window_ends(np.isfinite(x_train).all(axis=2), seq)
-    history = history_length(np.isfinite(inp.dyn_raw[test]).all(axis=2))
+    # validation stations (early stopping): a seeded share of the training stations, never fitted
+    validation = np.zeros(len(train), dtype=bool)
+    n_val = round(s.validation_fraction * len(train))
+    validation[np.random.default_rng([s.seed, fold]).permutation(len(train))[:n_val]] = True
     settings = _settings(s, len(inp.dynamic_names), len(inp.static_names))
     pred = np.full((len(test), inp.targets.shape[1], N_LAYERS), np.nan)
     summary: dict[str, Any] = {}
     for k in range(N_LAYERS):
+        finite = np.isfinite(x_layer).all(axis=2)
+        pad = np.full((len(train), last_n - 1, x_layer.shape[2]), np.nan, dtype=x_layer.dtype)
+        x_train = np.concatenate([pad, x_layer[train]], axis=1)
+        ok_window = valid_window_ends(np.isfinite(x_train).all(axis=2), seq)
         raw = inp.targets[train, :, k].astype("float64")
         with _quiet():
             mean, std = float(np.nanmean(raw)), float(np.nanstd(raw))
@@ -583,25 +602,43 @@ def _fit_ealstm_fold(
         std = std if std > 0 and np.isfinite(std) else 1.0
         y = ((raw[:, warm:] - mean) / std).astype("float32")
         cells, days = np.nonzero(any_target_in_last_n(np.isfinite(y), last_n) & ok_window)
-        empty = np.zeros(0, dtype="int64")
+        is_val = validation[cells]
         data = LayerData(
-            y=y, cell_std=cell_std, fit_cells=cells, fit_days=days, val_cells=empty, val_days=empty
+            y=y,
+            cell_std=cell_std,
+            fit_cells=cells[~is_val],
+            fit_days=days[~is_val],
+            val_cells=cells[is_val],
+            val_days=days[is_val],
         )
         results = []
         for m in range(s.n_members):
             spec = MemberSpec(k + 1, m, s.seed + SEED_LAYER_STRIDE * (k + 1) + SEED_FOLD_STRIDE * fold + m)
             t0 = time.perf_counter()
             results.append(train_member(spec, data, x_train, x_stat[train], settings))
+            r = results[-1]
             log.info(
-                "fold %d layer %d member %d: %d windows, NSE* %s, %.0f s",
-                fold, k + 1, m, len(cells), [round(v, 3) for v in results[-1].train_loss], time.perf_counter() - t0,
+                "fold %d layer %d member %d: %d windows, NSE* %s, validation %s, best epoch %s, %.0f s",
+                fold, k + 1, m, len(data.fit_cells), [round(v, 2) for v in r.train_loss],
+                [None if v is None else round(v, 2) for v in r.val_loss], r.best_epoch, time.perf_counter() - t0,
             )  # fmt: skip
-        pred[:, :, k] = _predict_ealstm(
-            [r.state for r in results], s, x_dyn[test], x_stat[test], history, mean, std
-        )
+        states = [r.state for r in results]
+
+        sim = np.empty(x_layer.shape[:2])
+        for idx in (test, train) if s.cascade and k < N_LAYERS - 1 else (test,):
+            hist = history_length(finite[idx])
+            sim[idx] = _predict_ealstm(states, s, x_layer[idx], x_stat[idx], hist, mean, std)
+        pred[:, :, k] = sim[test]
+        if s.cascade and k < N_LAYERS - 1:
+            with _quiet():
+                mu, sd = float(np.nanmean(sim[train])), float(np.nanstd(sim[train]))
+            x_layer = np.concatenate([x_layer, ((sim - mu) / sd).astype(x_layer.dtype)[..., None]], axis=2)
         summary[str(k + 1)] = {
-            "fit_windows": len(cells),
+            "fit_windows": len(data.fit_cells),
+            "val_windows": len(data.val_cells),
             "train_loss": [r.train_loss for r in results],
+            "val_loss": [r.val_loss for r in results],
+            "best_epoch": [r.best_epoch for r in results],
             "target_mean": mean,
             "target_std": std,
         }
@@ -719,7 +756,8 @@ def run_uscrn_experiment(
         log.info("uscrn: fold %d done (%d test stations)", f, len(test))
 
     # Scored days: observed, and the EA-LSTM has its warm-up of complete inputs (the same days for every
-    # method; with predict_last_n = 1 that is a complete seq_length window).
+    # method; with predict_last_n = 1 that is a complete seq_length window). With the cascade a deeper
+    # layer's warm-up also needs the upper layers' simulations: its days are those the EA-LSTM predicted.
     scorable = history_length(np.isfinite(inp.dyn_raw).all(axis=2)) > s.warm_up
     summary: dict[str, Any] = {}
     per_station: dict[str, Any] = {}
@@ -727,7 +765,10 @@ def run_uscrn_experiment(
         summary[m], per_station[m] = {}, {}
         for k in range(N_LAYERS):
             obs = inp.targets[:, :, k].astype("float64")
-            sc = score(preds[m][:, :, k], obs, scorable & np.isfinite(obs), s.min_pairs)
+            days = scorable & np.isfinite(obs)
+            if "ealstm" in preds:
+                days &= np.isfinite(preds["ealstm"][:, :, k])
+            sc = score(preds[m][:, :, k], obs, days, s.min_pairs)
             summary[m][str(k + 1)] = {name: _median(sc[name]) for name in SCORES} | {
                 "n_stations": int(np.isfinite(sc["r"]).sum()),
                 "n_pairs": int(sc["n"].sum()),
@@ -805,6 +846,24 @@ def _elevation_csv(url: str) -> dict[str, float]:
     return dict(zip(table["wban"], table["elevation"].astype(float), strict=True))
 
 
+def _flag(text: str) -> bool:
+    """A boolean option's value: true/false, yes/no, on/off or 1/0."""
+    value = {
+        "true": True,
+        "yes": True,
+        "on": True,
+        "1": True,
+        "false": False,
+        "no": False,
+        "off": False,
+        "0": False,
+    }
+    try:
+        return value[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m somocloud.experiments.uscrn --parquet ... --out results.json [options]`."""
     defaults = ExperimentSettings()
@@ -821,7 +880,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if f.name == "methods":
             continue
         default = getattr(defaults, f.name)
-        kind = type(default) if default is not None else int
+        kind: Any = type(default) if default is not None else int
+        if kind is bool:
+            kind = _flag
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=f"default {default}")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
