@@ -3,6 +3,7 @@ physics by hand and against FAO-56's worked examples, and a tiny end-to-end run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -212,3 +213,21 @@ def test_last_n_prediction_uses_the_day_s_own_history(tmp_path: Path) -> None:
     assert np.isnan(pred[1, 10:15]).all()  # the gap, then the new run's warm-up
     assert pred[1, 16] == pytest.approx(by_hand(1, 11, 16), abs=1e-6)  # from the new run's start
     assert pred[1, 9] == pytest.approx(by_hand(1, 0, 9), abs=1e-6)
+
+
+def test_cascade_feeds_simulations_not_observations(tmp_path: Path) -> None:
+    """With the cascade, layer 2 and 3 take the upper layers' simulations: changing the held-out stations'
+    observations changes none of their predictions, and the deeper layers have more inputs."""
+    s = dataclasses.replace(TINY, cascade=True, predict_last_n=10, methods=("ealstm",))
+    inp = uscrn.prepare_inputs(pd.read_parquet(six_stations(tmp_path)), s)
+    folds = station_folds(len(inp.table.wban), 2, seed=1)
+    train, test = np.flatnonzero(folds == 0), np.flatnonzero(folds == 1)
+    before, summary = uscrn._fit_ealstm_fold(inp, s, train, test, 0)
+    inp.targets[test] += 0.1
+    after, _ = uscrn._fit_ealstm_fold(inp, s, train, test, 0)
+    np.testing.assert_array_equal(before, after)
+    assert np.isfinite(before[:, 40:, :]).any(axis=(0, 1)).all()  # every layer predicted
+    # layer 3's first prediction comes after layer 2's (each needs the warm-up of the layer above too)
+    first = [int(np.argmax(np.isfinite(before[0, :, k]))) for k in range(3)]
+    assert first[0] < first[1] < first[2]
+    assert summary["1"]["fit_windows"] > 0 and summary["3"]["fit_windows"] > 0
