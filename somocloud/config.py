@@ -333,8 +333,12 @@ class TrainConfig(Section):
 class PredictConfig(Section):
     """Running the models over every land cell."""
 
-    mode: Literal["exact"] = "exact"
-    """Inference mode: `exact` = one zero-state window per predicted day (the published method)."""
+    mode: Literal["exact", "blocked"] = "exact"
+    """Inference mode (`somocloud.modes`): `exact` = one zero-state window per predicted day (the published
+    method); `blocked` = a warm-up of `seq_length - predict_last_n` days then blocks of `predict_last_n`
+    days, for models trained with `model.predict_last_n` > 1 (a product of its own, ~seq_length/n steps
+    per output instead of seq_length). `train` records the mode in the model; `predict` refuses a model
+    trained for the other mode."""
     tile_size: int = Field(16, ge=1)
     """Lat/lon size of one task's tile; also the product's lat/lon chunk size."""
     time_chunk: int = Field(365, ge=1)
@@ -501,11 +505,28 @@ class RunConfig(Section):
             return str(value)
         return self.stores.root.rstrip("/") + "/" + DEFAULT_STORE_NAMES[name]
 
+    @model_validator(mode="after")
+    def _blocked_needs_a_blocked_model(self) -> RunConfig:
+        n = self.model.predict_last_n
+        if self.predict.mode == "blocked":
+            if n < 2:
+                raise ValueError(
+                    "predict.mode 'blocked' needs model.predict_last_n > 1 (the block length in days); "
+                    f"got {n}"
+                )
+            if self.predict.time_chunk % n:
+                raise ValueError(
+                    f"predict.mode 'blocked': predict.time_chunk ({self.predict.time_chunk}) must be a multiple "
+                    f"of the block, model.predict_last_n ({n}), so that every task cuts the same blocks"
+                )
+        return self
+
     @property
     def lookback_start(self) -> dt.date:
         """First day of forcing needed: `seq_length - 1` days before the product's first day for each
         chained window (`model.stages`: with the cascade, layer 3's first window needs layer 2's simulation
-        of the 364 days before, which needs layer 1's of the 364 days before those)."""
+        of the 364 days before, which needs layer 1's of the 364 days before those). Training needs this in
+        either mode; blocked prediction needs less (`modes.Blocked.lookback`)."""
         return self.period.start - dt.timedelta(days=self.model.stages * (self.model.seq_length - 1))
 
     def resolved(self) -> dict[str, Any]:

@@ -10,11 +10,12 @@ How it runs (DESIGN.md "Writing stores safely"):
    exists yet. A template with the same provenance content id is kept (resume); one with another id
    (changed inputs or config) is replaced and its task markers are cleared first.
 2. Tasks: one spatial tile (`predict.tile_size` cells square) × one block of `predict.time_chunk` days,
-   i.e. exactly one product chunk per variable. A task reads the tile's forcing over
-   [block start − (seq_length − 1), block end], builds one zero-state window per predicted day
-   (`exact` mode, the published method), runs every member in batches of `predict.batch_windows`
-   windows, writes its region and then its marker under `<product>.progress/`. A tile without land
-   writes nothing (zarr 3 skips all-NaN chunks anyway) and is only marked.
+   i.e. exactly one product chunk per variable. A task reads the tile's forcing from `task_lookback`
+   days before its first day to its last, runs every member of every layer in the model's inference mode
+   (`somocloud.modes`: `exact`, one zero-state window of `seq_length` days per predicted day, the
+   published method; or `blocked`, a warm-up then blocks of `predict_last_n` days) in batches of
+   `predict.batch_windows` windows, writes its region and then its marker under `<product>.progress/`.
+   A tile without land writes nothing (zarr 3 skips all-NaN chunks anyway) and is only marked.
 3. Finalise: once every task has a marker, `complete: true` is set and metadata re-consolidated.
 
 On a Dask cluster the model is loaded once per worker by a `WorkerPlugin`; `--parts i/N` runs a share of
@@ -48,7 +49,10 @@ from somocloud.layers import (
     simulated_layer,
 )
 from somocloud.model.artifact import LoadedModel, ModelCard, load_artifact, read_manifest
-from somocloud.model.features import Scaler, stack_inputs, window_view
+from somocloud.model.features import Scaler, stack_inputs
+from somocloud.modes import InferenceMode, get_mode, predict_windows, valid_windows
+
+__all__ = ["predict", "predict_tile", "predict_windows", "valid_windows"]
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +106,10 @@ class TaskSpec:
     product_content_id: str
     forcing_offset: int
     """Index in the forcing cube's time of the product's first day."""
-    seq_length: int
-    """Window length in days of the model."""
+    mode: str
+    """Inference mode (`somocloud.modes`): `exact` or `blocked`."""
     lookback: int
-    """Forcing days read before a task's first day: `stages x (seq_length - 1)` (see `cascade_stages`)."""
+    """Forcing days read before a task's first day (`task_lookback`)."""
     batch_windows: int
     """Windows per forward pass."""
     forcing_variables: tuple[str, ...]
@@ -131,7 +135,7 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     check_card(card, cfg.predict.mode, inputs["model"])
     forcing_variables = required_forcing(card, inputs["model"])
     static_variables = tuple(sorted({n for lc in card.layers for n in lc.static_inputs}))
-    lookback = cascade_stages(card) * (card.seq_length - 1)
+    lookback = task_lookback(card)
     forcing_offset = check_forcing(
         inputs["forcing"], grid, forcing_variables, cfg.period.start, cfg.period.end, lookback
     )
@@ -165,7 +169,7 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         model_content_id=model_content_id,
         product_content_id=str(attrs[provenance.CONTENT_ID]),
         forcing_offset=forcing_offset,
-        seq_length=card.seq_length,
+        mode=card.inference_mode,
         lookback=lookback,
         batch_windows=cfg.predict.batch_windows,
         forcing_variables=forcing_variables,
@@ -235,6 +239,11 @@ def check_card(card: ModelCard, mode: str, model_url: str) -> None:
         raise ValueError(
             f"{model_url}/model.json: inference_mode is {card.inference_mode!r} but predict.mode is {mode!r}"
         )
+    if mode == "blocked" and not 1 < card.predict_last_n < card.seq_length:
+        raise ValueError(
+            f"{model_url}/model.json: a blocked model needs 1 < predict_last_n < seq_length, got "
+            f"predict_last_n {card.predict_last_n}, seq_length {card.seq_length}"
+        )
     seen: set[int] = set()
     for k, lc in enumerate(card.layers, start=1):
         depth = int(np.argmin(np.abs(DEPTHS - lc.depth)))
@@ -280,13 +289,19 @@ def required_forcing(card: ModelCard, model_url: str) -> tuple[str, ...]:
 
 def cascade_stages(card: ModelCard) -> int:
     """How many windows are chained back from a product day: 1 + the longest chain of `sm_layer<j>` inputs
-    (3 for SoMo.ml's cascade, 1 without). The forcing must start `stages x (seq_length - 1)` days early."""
+    (3 for SoMo.ml's cascade, 1 without)."""
     stages: dict[int, int] = {}
     for lc in card.layers:
         own = int(np.argmin(np.abs(DEPTHS - lc.depth))) + 1
         uppers = [simulated_layer(n) for n in lc.dynamic_inputs]
         stages[own] = 1 + max((stages.get(j, 1) for j in uppers if j is not None), default=0)
     return max(stages.values(), default=1)
+
+
+def task_lookback(card: ModelCard) -> int:
+    """Forcing days a task reads before its first product day: its mode's window chain back through the
+    cascade (exact: `stages x (seq_length - 1)`)."""
+    return get_mode(card.inference_mode).lookback(card.seq_length, card.predict_last_n, cascade_stages(card))
 
 
 def check_forcing(
@@ -474,27 +489,30 @@ def predict_tile(
     land: np.ndarray,
     batch_windows: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Ensemble mean and spread of one tile.
+    """Ensemble mean and spread of one tile, in the model's inference mode.
 
     Args:
         model: the loaded artifact.
-        forcing: forcing name → (steps, ni, nj); steps = n_days + the lookback of `cascade_stages(card)`
-            x (seq_length - 1) days first. With the cascade, each layer's ensemble-mean simulation over
-            every step with a complete window becomes the `sm_layer<k>` input of the layers below.
+        forcing: forcing name → (steps, ni, nj); steps = the `task_lookback(card)` days, then the task's
+            days (the first of which is a block start in blocked mode). With the cascade, each layer's
+            ensemble-mean simulation over every step it has an output for becomes the `sm_layer<k>` input
+            of the layers below.
         statics: static name → (ni, nj).
         land: (ni, nj) land mask.
         batch_windows: windows per forward pass.
 
     Returns:
         mean, spread: float32 (n_days, N_LAYERS, ni, nj), NaN over sea, on cells with a non-finite
-        static input and on days whose window holds a non-finite input; number of windows run."""
+        static input and on days whose output depends on a non-finite input; number of windows run."""
     card = model.card
+    mode: InferenceMode = get_mode(card.inference_mode)
+    lookback = task_lookback(card)
     steps, ni, nj = next(iter(forcing.values())).shape
-    n_days = steps - cascade_stages(card) * (card.seq_length - 1)
+    n_days = steps - lookback
     if n_days < 1:
         raise ValueError(
-            f"{steps} forcing days are fewer than the model's lookback of "
-            f"{cascade_stages(card)} x ({card.seq_length} - 1) days plus one"
+            f"{steps} forcing days are fewer than the model's lookback of {lookback} days "
+            f"({card.inference_mode} mode, {cascade_stages(card)} chained layers) plus one"
         )
     mean = np.full((n_days, N_LAYERS, ni * nj), np.nan, dtype="float32")
     spread = np.full_like(mean, np.nan)
@@ -503,15 +521,13 @@ def predict_tile(
     stat_fields = {name: np.asarray(arr, dtype="float32").ravel()[cells] for name, arr in statics.items()}
     scaler: Scaler = card.scaler
     n_windows = 0
-    seq = card.seq_length
     for k, lc in enumerate(card.layers):
         x_d = scaler.apply(stack_inputs(dyn_fields, lc.dynamic_inputs), lc.dynamic_inputs)
         x_s = scaler.apply(stack_inputs(stat_fields, lc.static_inputs), lc.static_inputs)
-        members, used = predict_windows(model, k, x_d, x_s, batch_windows)
+        members, used = mode.layer_outputs(model, k, x_d, x_s, batch_windows, anchor=lookback)
         n_windows += used
         depth = int(np.argmin(np.abs(DEPTHS - lc.depth)))
-        simulated = np.full((len(cells), steps), np.nan, dtype="float32")
-        simulated[:, seq - 1 :] = ensemble_mean(members)
+        simulated = ensemble_mean(members)
         dyn_fields[simulated_input(depth + 1)] = simulated  # the input of the layers below (the cascade)
         mean[:, depth, cells] = simulated[:, -n_days:].T
         spread[:, depth, cells] = members[:, :, -n_days:].std(axis=0, dtype="float64").T  # population std
@@ -524,54 +540,6 @@ def ensemble_mean(members: np.ndarray) -> np.ndarray:
     product and the cascade's inputs, and by `train` for the cascade's inputs, so both see the same values."""
     with np.errstate(invalid="ignore"):
         return members.mean(axis=0, dtype="float64").astype("float32")
-
-
-def valid_windows(bad_step: np.ndarray, seq_length: int) -> np.ndarray:
-    """(cells, steps) bool of bad steps → (cells, steps - seq_length + 1): windows without a bad step."""
-    counts = np.concatenate(
-        [np.zeros((bad_step.shape[0], 1), dtype="int64"), np.cumsum(bad_step, axis=1, dtype="int64")], axis=1
-    )
-    return (counts[:, seq_length:] - counts[:, :-seq_length]) == 0
-
-
-def predict_windows(
-    model: LoadedModel, layer: int, x_d: np.ndarray, x_s: np.ndarray, batch_windows: int
-) -> tuple[np.ndarray, int]:
-    """Every member on every valid zero-state window of `layer` (exact mode).
-
-    Args:
-        model: the loaded artifact.
-        layer: 0-based layer index.
-        x_d: standardised dynamic inputs (cells, steps, n_dyn), NaN allowed.
-        x_s: standardised static inputs (cells, n_stat), NaN allowed.
-        batch_windows: windows per forward pass.
-
-    Returns:
-        (members, cells, steps - seq_length + 1) float32 in m3 m-3, NaN where the window or the
-        statics hold a non-finite value; the number of windows run."""
-    import torch
-
-    seq = model.card.seq_length
-    n_cells, steps, _ = x_d.shape
-    n_members = len(model.members[layer])
-    out = np.full((n_members, n_cells, steps - seq + 1), np.nan, dtype="float32")
-    finite_d = np.isfinite(x_d)
-    finite_s = np.isfinite(x_s)
-    valid = valid_windows(~finite_d.all(axis=-1), seq) & finite_s.all(axis=-1)[:, None]
-    ci, di = np.nonzero(valid)
-    if ci.size == 0:
-        return out, 0
-    # Zeros where an input is missing: only masked windows see them, and no NaN enters a batch.
-    xd = torch.from_numpy(np.where(finite_d, x_d, 0.0).astype("float32")).to(model.device)
-    xs = torch.from_numpy(np.where(finite_s, x_s, 0.0).astype("float32")).to(model.device)
-    windows = window_view(xd, seq)  # (cells, days, seq, n_dyn) view, no copy
-    for b0 in range(0, ci.size, batch_windows):
-        bc, bd = ci[b0 : b0 + batch_windows], di[b0 : b0 + batch_windows]
-        c = torch.from_numpy(bc).to(model.device)
-        d = torch.from_numpy(bd).to(model.device)
-        y = model.predict(layer, windows[c, d], xs[c])  # gathers one (batch, seq, n_dyn) copy
-        out[:, bc, bd] = y.float().cpu().numpy()
-    return out, int(ci.size)
 
 
 # ----------------------------------------------------------------------------- models on workers

@@ -765,11 +765,11 @@ def simulate_layer(
     x_stat: np.ndarray,
 ) -> np.ndarray:
     """The ensemble-mean simulation (m3 m-3, clipped at 0) of `layer` at the training cells on every day
-    of `x_full` with a complete window (NaN before), exactly as `predict` computes it."""
+    of `x_full` that has an output in the run's inference mode (NaN before), as `predict` computes it."""
     from somocloud.model.artifact import LoadedModel, build_network
-    from somocloud.predict import ensemble_mean, predict_windows
+    from somocloud.modes import get_mode
+    from somocloud.predict import ensemble_mean
 
-    seq = cfg.model.seq_length
     card = LayerCard(
         depth=float(DEPTHS[layer - 1]),
         dynamic_inputs=list(layer_dynamic_inputs(layer, cfg.model.cascade)),
@@ -783,11 +783,14 @@ def simulate_layer(
     ]
     model_card = _model_card(cfg, prep, [card])
     model = LoadedModel("", model_card, [nets], "")
+    # Blocked mode: the product's blocks start on period.start (and every block length after it); x_full
+    # starts lead + seq_length - 1 days before the first training day.
+    anchor = prep.lead + cfg.model.seq_length - 1 + (cfg.period.start - train_period(cfg)[0]).days
     with _TORCH_LOCK:
-        members, _ = predict_windows(model, 0, x_full, x_stat, cfg.predict.batch_windows)
-    sim = np.full(x_full.shape[:2], np.nan, dtype="float32")
-    sim[:, seq - 1 :] = ensemble_mean(members)
-    return sim
+        members, _ = get_mode(cfg.predict.mode).layer_outputs(
+            model, 0, x_full, x_stat, cfg.predict.batch_windows, anchor
+        )
+    return ensemble_mean(members)
 
 
 def member_specs(cfg: RunConfig) -> list[MemberSpec]:

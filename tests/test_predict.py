@@ -377,3 +377,77 @@ def test_product_on_s3(world: dict[str, Any], baseline: dict[str, Any], s3_endpo
     attrs = stores.zarr_attrs(url)
     assert attrs["complete"] is True
     assert SECRET_KEY not in str(attrs) and s3_endpoint not in str(attrs)
+
+
+BLOCK, WARM = 5, SEQ - 5  # a blocked model: trained on the last 5 of 10 steps
+
+
+def _blocked_model(world: dict[str, Any], url: str) -> None:
+    card: ModelCard = world["card"]
+    blocked = ModelCard(8, 0.5, SEQ, 5.0, "blocked", card.input_scaler, card.layers, predict_last_n=BLOCK)
+    weights = {f"layer{k + 1}/member{m}.pt": world["nets"][k][m].state_dict()
+               for k in range(3) for m in range(N_MEMBERS)}  # fmt: skip
+    save_artifact(url, blocked, weights, {})
+
+
+def _blocked_config(world: dict[str, Any], product: str, model: str, time_chunk: int) -> RunConfig:
+    cfg = make_config(world["root"], product, model=model)
+    data = cfg.model_dump(mode="json")
+    data["model"]["predict_last_n"] = BLOCK
+    data["predict"] |= {"mode": "blocked", "time_chunk": time_chunk}
+    return config_from_dict(data)
+
+
+def test_blocked_mode_equals_warm_up_and_block_by_hand(
+    world: dict[str, Any], baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each block of 5 days is the last 5 outputs of one zero-state window starting 5 days earlier; blocks
+    sit on the same days whatever the task size, and the windows run are ~seq/block fewer than exact."""
+    model = str(tmp_path / "blocked-model")
+    _blocked_model(world, model)
+    products = {}
+    for chunk in (30, 10):
+        url = str(tmp_path / f"blocked-{chunk}.zarr")
+        cfg = _blocked_config(world, url, model, chunk)
+        predict(cfg, Context(parts=(1, 1), show_progress=False))
+        products[chunk] = stores.open_zarr(url, chunks=None).load()
+        assert stores.zarr_attrs(url)["inference_mode"] == "blocked"
+    mean = _array(products[30], "soil_moisture")
+    np.testing.assert_allclose(mean, _array(products[10], "soil_moisture"), rtol=0, atol=1e-6, equal_nan=True)
+    sc: Scaler = world["scaler"]
+    f, s = world["forcing"], world["statics"]
+    lead = SEQ - 1  # the world's forcing starts at cfg.lookback_start, 9 days before START
+    for i, j in [(1, 1), (3, 5)]:
+        raw = {"log_tp": np.log1p(np.clip(f["tp"][:, i, j], 0, None))} | {n: f[n][:, i, j] for n in f}
+        x_d = np.stack([(raw[n] - sc.mean[n]) / sc.std[n] for n in DYNAMIC_INPUTS], axis=-1)
+        xs = torch.tensor(
+            [[(s[n][i, j] - sc.mean[n]) / sc.std[n] for n in STATIC_INPUTS]], dtype=torch.float32
+        )
+        for t in (0, 4, 5, 33, N_DAYS - 1):
+            b = t - t % BLOCK
+            window = torch.tensor(x_d[lead + b - WARM : lead + b + BLOCK], dtype=torch.float32)[None]
+            with torch.no_grad():
+                ys = [float(net(window, xs, last_n=SEQ)[0, WARM + t - b]) for net in world["nets"][0]]
+            expected = np.mean([max(0.0, y * TARGET[1] + TARGET[0]) for y in ys])
+            assert abs(mean[t, 0, i, j] - expected) < 1e-5, (i, j, t)
+    assert _windows_run(str(tmp_path / "blocked-30.zarr")) * BLOCK <= 1.3 * _windows_run(baseline["url"])
+
+
+def _windows_run(product: str) -> int:
+    """Windows the product's tasks ran (from their markers)."""
+    markers = stores.markers_for(product)
+    return sum(stores.read_json(markers.url(t)).get("windows", 0) for t in markers)
+
+
+def test_blocked_mode_needs_a_blocked_model_and_whole_blocks(world: dict[str, Any], tmp_path: Path) -> None:
+    from somocloud.config import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of the block"):
+        _blocked_config(world, str(tmp_path / "p.zarr"), str(tmp_path / "m"), 12)
+    cfg = _blocked_config(world, str(tmp_path / "p.zarr"), world["cfg"].store("model"), 30)
+    with pytest.raises(ValueError, match=r"inference_mode is 'exact' but predict\.mode is 'blocked'"):
+        predict(cfg, Context(parts=(1, 1), show_progress=False))
+    data = make_config(world["root"], "x").model_dump(mode="json")
+    data["predict"]["mode"] = "blocked"
+    with pytest.raises(ConfigError, match="predict_last_n > 1"):
+        config_from_dict(data)

@@ -246,6 +246,35 @@ def test_cascade_inputs_are_the_simulation_predict_makes(
     assert abs(np.nanmean(targets[..., 0]) - card.input_scaler["mean"]["sm_layer1"]) > 1e-4
 
 
+def test_blocked_training_simulates_the_cascade_as_blocked_predict_does(
+    world: dict[str, Any], client: Any, tmp_path: Path
+) -> None:
+    """A model for blocked inference (predict_last_n 10 of 20 steps): its card says so, and the cascade's
+    `sm_layer<k>` inputs in training are the blocked simulation that `predict` makes at the training cells
+    (the same blocks: anchored on the period's first day)."""
+    from somocloud.predict import predict
+
+    cfg = make_config(world["base"] / "world", tmp_path / "blocked")
+    data = cfg.model_dump(mode="json")
+    data["model"]["predict_last_n"] = 10
+    data["predict"] = {"mode": "blocked", "time_chunk": 100}
+    cfg = config_from_dict(data)
+    train(cfg, Context(client=client, show_progress=False))
+    card = load_artifact(cfg.store("model"), fast=False).card
+    assert (card.inference_mode, card.predict_last_n, card.seq_length) == ("blocked", 10, SEQ)
+    predict(cfg, Context(client=client, show_progress=False))
+    product = xr.open_zarr(cfg.store("product"))["soil_moisture"].load()
+    split = stores.read_json(stores.join(cfg.store("model"), "split.json"))
+    rows = xr.DataArray([r for r, _ in split["train_cells"]], dims="cell")
+    cols = xr.DataArray([c for _, c in split["train_cells"]], dims="cell")
+    at_cells = product.isel(lat=rows, lon=cols).values.astype("float64")
+    for k in (1, 2):
+        series = at_cells[:, k - 1]
+        assert np.isfinite(series).all()
+        np.testing.assert_allclose(card.input_scaler["mean"][f"sm_layer{k}"], series.mean(), rtol=1e-5)
+        np.testing.assert_allclose(card.input_scaler["std"][f"sm_layer{k}"], series.std(), rtol=1e-4)
+
+
 def test_same_config_gives_bit_identical_weights(
     world: dict[str, Any], client: Any, first_run: RunConfig
 ) -> None:

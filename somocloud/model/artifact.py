@@ -137,13 +137,14 @@ class LoadedModel:
     content_id: str
     device: str = "cpu"
 
-    def predict(self, layer: int, x_d: Any, x_s: Any) -> Any:
-        """Standardised inputs (batch, time, n_dyn), (batch, n_stat) → (members, batch) in m3 m-3, clipped ≥ 0."""
+    def predict(self, layer: int, x_d: Any, x_s: Any, last_n: int = 1) -> Any:
+        """Standardised inputs (batch, time, n_dyn), (batch, n_stat) → (members, batch) in m3 m-3, clipped
+        ≥ 0: the last step's output, or (members, batch, last_n) of the last `last_n` steps."""
         import torch
 
         lc = self.card.layers[layer]
         with torch.no_grad():
-            out = torch.stack([m(x_d, x_s) for m in self.members[layer]])
+            out = torch.stack([m(x_d, x_s, last_n=last_n) for m in self.members[layer]])
         return torch.clamp(out * lc.target_std + lc.target_mean, min=0.0)
 
 
