@@ -184,8 +184,8 @@ class Blocked:
             steps_idx = torch.from_numpy(bs[:, None] - warm + np.arange(warm + block)[None, :]).to(
                 model.device
             )
-            windows = xd[torch.from_numpy(bc).to(model.device)[:, None], steps_idx]
-            y = model.predict(layer, windows, xs[torch.from_numpy(bc).to(model.device)], last_n=block)
+            rows_t = torch.from_numpy(bc).to(model.device)
+            y = model.predict(layer, xd[rows_t[:, None], steps_idx], xs[rows_t], last_n=block)
             days = bs[:, None] + np.arange(block)[None, :]  # (batch, block) output steps
             keep = days < steps
             y_np = y.float().cpu().numpy()  # (members, batch, block)

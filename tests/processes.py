@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -182,3 +183,13 @@ def kill_midway(
     if not killed:
         why += f"\n{tail(log)}"
     return midway, done, why
+
+
+@contextlib.contextmanager
+def running(workdir: Path, verb: str) -> Iterator[Runner]:
+    """A `Runner` of `somocloud <verb>` whose leftover processes are killed on exit."""
+    r = Runner(workdir, verb)
+    try:
+        yield r
+    finally:
+        r.cleanup()

@@ -25,7 +25,7 @@ from somocloud import stores
 from somocloud.forcing.build import intermediate_url
 from somocloud.forcing.sources import ERA5_UNITS
 from somocloud.layers import FORCING_VARIABLES, REFERENCE_VARIABLES
-from tests.processes import Runner, kill_midway, marker_state, store_files
+from tests.processes import Runner, kill_midway, marker_state, running, store_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -100,11 +100,8 @@ def day_index(task_id: str) -> int:
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[Runner]:
-    r = Runner(tmp_path, "forcing")
-    try:
+    with running(tmp_path, "forcing") as r:
         yield r
-    finally:
-        r.cleanup()
 
 
 # --- stores ----------------------------------------------------------------------------------------------

@@ -80,6 +80,18 @@ def _write_forcing(ds: xr.Dataset, url: str) -> None:
     stores.write_zarr(ds, url, encoding={n: {"chunks": chunks} for n in FORCING_VARIABLES})
 
 
+def write_random_forcing(cfg: RunConfig, grid: Grid, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random plausible forcing from `cfg.lookback_start` to `cfg.period.end`, written to its store."""
+    days = product_days(cfg.lookback_start, cfg.period.end)
+    forcing = _forcing_fields(rng, (len(days), *grid.shape))
+    fds = xr.Dataset(
+        {n: (("time", "lat", "lon"), forcing[n].astype("float32")) for n in FORCING_VARIABLES},
+        coords={"time": days, **grid.coords()},
+    )
+    _write_forcing(fds, cfg.store("forcing"))
+    return forcing
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread() -> Any:
     # Tiny LSTM batches on a shared 2-core machine: extra intra-op threads only spin.
@@ -96,13 +108,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cfg = make_config(root, str(root / "unused.zarr"))
     grid = Grid.from_config(cfg.grid)
     rng = np.random.default_rng(3)
-    days = product_days(cfg.lookback_start, END)
-    forcing = _forcing_fields(rng, (len(days), *grid.shape))
-    fds = xr.Dataset(
-        {n: (("time", "lat", "lon"), forcing[n].astype("float32")) for n in FORCING_VARIABLES},
-        coords={"time": days, **grid.coords()},
-    )
-    _write_forcing(fds, cfg.store("forcing"))
+    forcing = write_random_forcing(cfg, grid, rng)
 
     land = np.ones(grid.shape, dtype=bool)
     for i, j in SEA:

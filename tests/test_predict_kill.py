@@ -30,9 +30,9 @@ from somocloud.layers import DEPTHS, DYNAMIC_INPUTS, FORCING_VARIABLES, STATIC_I
 from somocloud.model.artifact import LayerCard, ModelCard, save_artifact
 from somocloud.model.ealstm import EALSTM
 from somocloud.model.features import Scaler
-from somocloud.predict import predict, product_days
-from tests.processes import Runner, kill_midway, marker_state, store_files
-from tests.test_predict import _forcing_fields, _one_torch_thread, _write_forcing
+from somocloud.predict import predict
+from tests.processes import Runner, kill_midway, marker_state, running, store_files
+from tests.test_predict import _one_torch_thread, write_random_forcing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 __all__ = ["_one_torch_thread"]  # the in-process run uses one torch thread, as Dask workers do
@@ -67,13 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = make_config(root, root / "unused.zarr")
     grid = Grid.from_config(cfg.grid)
     rng = np.random.default_rng(7)
-    days = product_days(cfg.lookback_start, END)
-    forcing = _forcing_fields(rng, (len(days), *grid.shape))
-    fds = xr.Dataset(
-        {n: (("time", "lat", "lon"), forcing[n].astype("float32")) for n in FORCING_VARIABLES},
-        coords={"time": days, **grid.coords()},
-    )
-    _write_forcing(fds, cfg.store("forcing"))
+    forcing = write_random_forcing(cfg, grid, rng)
     statics = {n: rng.uniform(0.1, 1.0, size=grid.shape).astype("float32") for n in STATIC_INPUTS}
     sds = xr.Dataset(
         {n: (("lat", "lon"), v) for n, v in statics.items()}
@@ -185,11 +179,8 @@ def test_worker_killed_mid_run_gives_the_same_product(world: Path, clean: str) -
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[Runner]:
-    r = Runner(tmp_path, "predict")
-    try:
+    with running(tmp_path, "predict") as r:
         yield r
-    finally:
-        r.cleanup()
 
 
 def chunk_times(url: str) -> dict[str, int]:

@@ -104,9 +104,9 @@ class _Recurrence(torch.autograd.Function):
     """The EA-LSTM recurrence with a hand-written backward, on time-major dynamic inputs.
 
     Forward keeps the gate activations, cell states and tanh(c) of every step in reusable buffers; backward
-    walks back in time with one (B, 3H) x (3H, H) product per step and forms the recurrent weight gradient
-    and the input weight gradient in one GEMM each over all steps. Same values as the autograd loop (`EALSTMCell.forward(reference=True)`) to
-    float rounding; tests compare both. Used when gradients are recorded (training); its buffers are
+    walks back in time with one (B, 3H) x (3H, H) product per step and forms the recurrent and the input
+    weight gradients in one GEMM each over all steps. Same values as the autograd loop
+    (`EALSTMCell.forward(reference=True)`) to float rounding; tests compare both. Used when gradients are recorded (training); its buffers are
     reused by the next training forward of the thread, which a pending backward detects and refuses."""
 
     @staticmethod
