@@ -1,20 +1,23 @@
 """Prediction cost: exact mode against a per-day-window loop written the way the published code does it,
 blocked against exact, and peak worker memory against domain size.
 
-    .venv/bin/python benchmarks/bench_predict.py [--cells 16] [--days 365] [--hidden 128] [--seq 365]
+    .venv/bin/python benchmarks/bench_predict.py [--cells 16] [--loop-cells 16] [--days 365] [--hidden 128] [--seq 365]
         [--runs 3] [--memory-tiles 2] [--skip-memory] [--device cpu|cuda]
 
 * **Compute** (one process, torch threads 1, so figures are per CPU core; random weights, 1 layer,
   1 member; cell-days/s = cells x days / seconds):
   - `published loop`: per cell, every day's `seq`-day window stacked by a Python loop over days, batches
-    of 1024 windows through the EA-LSTM's step-by-step loop (`EALSTMCell.forward(reference=True)`) under
-    `no_grad`, de-standardised and clipped: how SoMo.ml v1's `final_main.py`/`subs.py` predict a pixel.
+    of 1024 windows through the EA-LSTM forward structured as the paper code's (`published_style_lstm`:
+    per-step input and recurrent products, `torch.tanh`, every state kept) under `no_grad`,
+    de-standardised and clipped: how SoMo.ml v1's `final_main.py`/`subs.py` predict a pixel.
   - `exact`: `somocloud.modes.Exact().layer_outputs`, what a `predict` task runs: every valid window of
     every cell, gathered from a strided view in batches of 4096, through `for_inference` (the EA-LSTM's
-    gradient-free steps on CPU, the fused `nn.LSTM` on CUDA).
+    gradient-free steps on CPU, in blocks of `ealstm.CPU_ROWS` rows; the fused `nn.LSTM` on CUDA).
   - `blocked`: `somocloud.modes.Blocked().layer_outputs` for a model trained on the last `seq` of `2 seq`
     steps (warm-up = block = `seq` days): one window per cell and block.
   Exact and the loop must agree to 1e-5 m3 m-3 (checked before timing). The median of `--runs` is printed.
+  - `ceiling`: the rate if a window cost only its recurrent GEMMs (`torch.mm` of the same shape, timed
+    alone): the bound for any fp32 exact recurrence on this core.
 * **Memory**: `somocloud predict` (real CLI, LocalCluster of 1 worker process, 1 thread) on a world of
   `--memory-tiles`² tiles and on one 4x larger (2x per side), same days; the peak RSS of the worker
   process (sampled every 0.1 s) of each, and their ratio.
@@ -75,10 +78,52 @@ def published_loop(
             for b0 in range(0, n_days, 1024):
                 xd = torch.from_numpy(windows[b0 : b0 + 1024])
                 xs = torch.from_numpy(statics[b0 : b0 + 1024])
-                h = net.lstm(xd, xs, last_only=True, reference=True)
+                h = published_style_lstm(net.lstm, xd, xs)
                 y = net.fc(h).squeeze(-1).numpy()
                 out[c, b0 : b0 + 1024] = np.maximum(y * std + mean, 0.0)
     return out
+
+
+def published_style_lstm(cell: Any, x_d: Any, x_s: Any) -> Any:
+    """The EA-LSTM forward as the paper code structures it (Kratzert et al.'s `EALSTM.forward`, which
+    SoMo.ml v1's `final_main.py` wraps): time-major input, per step `addmm(bias, h, W_hh) + mm(x_t, W_ih)`,
+    chunk into f, o, g, `torch.tanh`, every step's h and c kept in lists and stacked at the end; the
+    head then reads the last h."""
+    import torch
+
+    x = x_d.transpose(0, 1)
+    steps, batch, _ = x.shape
+    i = torch.sigmoid(torch.addmm(cell.bias_s.unsqueeze(0).expand(batch, -1), x_s, cell.weight_sh))
+    h = x.new_zeros(batch, cell.hidden_size)
+    c = x.new_zeros(batch, cell.hidden_size)
+    bias = cell.bias.unsqueeze(0).expand(batch, -1)
+    hs, cs = [], []
+    for t in range(steps):
+        gates = torch.addmm(bias, h, cell.weight_hh) + torch.mm(x[t], cell.weight_ih)
+        f, o, g = gates.chunk(3, 1)
+        c = torch.sigmoid(f) * c + i * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(hs, 0).transpose(0, 1)[:, -1]
+
+
+def gemm_ceiling(hidden: int, seq: int, reps: int = 300) -> float:
+    """Cell-days/s if an exact window cost only its `seq` recurrent products h·W_hh ((rows, H) x (H, 3H),
+    float32, the block shape the CPU path uses): no recurrence in fp32 can beat it."""
+    import torch
+
+    from somocloud.model.ealstm import CPU_ROWS
+
+    h, w = torch.randn(CPU_ROWS, hidden), torch.randn(hidden, 3 * hidden)
+    out = torch.empty(CPU_ROWS, 3 * hidden)
+    for _ in range(20):
+        torch.mm(h, w, out=out)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(h, w, out=out)
+    per_product = (time.perf_counter() - t0) / reps
+    return CPU_ROWS / (per_product * seq)
 
 
 def _timed(fn: Any, runs: int) -> tuple[float, Any]:
@@ -113,7 +158,11 @@ def compute(args: argparse.Namespace) -> None:
         raise SystemExit("exact mode and the published loop disagree")
 
     cell_days = cells * days
-    t_loop, _ = _timed(lambda: published_loop(net, exact_in, x_s, seq, mean, std), args.runs)
+    n_loop = min(args.loop_cells, cells)  # its cost is per cell: a subset gives its rate
+    t_loop, _ = _timed(
+        lambda: published_loop(net, exact_in[:n_loop], x_s[:n_loop], seq, mean, std), args.runs
+    )
+    t_loop *= cells / n_loop  # the whole domain's time at the measured rate
     t_exact, _ = _timed(lambda: Exact().layer_outputs(exact_model, 0, exact_in, x_s, 4096, 0), args.runs)
     blocked_in = np.ascontiguousarray(x_d[:, -(days + seq) :])  # the warm-up, then the days
     t_block, (out, windows) = _timed(
@@ -122,10 +171,13 @@ def compute(args: argparse.Namespace) -> None:
     assert np.isfinite(out[0][:, -days:]).all()
     print(f"\ncompute: {cells} cells x {days} days, seq {seq}, hidden {args.hidden}, 1 member, torch threads 1, "
           f"{args.device}, median of {args.runs}")  # fmt: skip
-    rows = [("published per-day-window loop", t_loop), ("exact (predict task)", t_exact),
+    rows = [(f"published per-day-window loop ({n_loop} cells)", t_loop), ("exact (predict task)", t_exact),
             (f"blocked (warm-up {seq} + block {seq})", t_block)]  # fmt: skip
     for name, t in rows:
         print(f"  {name:<40} {t:8.3f} s  {cell_days / t:12,.0f} cell-days/s per core")
+    print(
+        f"  ceiling: the recurrent GEMM alone          {gemm_ceiling(args.hidden, seq):12,.0f} cell-days/s per core"
+    )
     print(f"  exact / published loop:   {t_loop / t_exact:6.2f}x  (goal >= 3x)")
     print(f"  blocked / exact (cost):   {t_exact / t_block:6.1f}x cheaper  (goal >= 150x); {windows} windows")
 
@@ -239,6 +291,9 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--seq", type=int, default=365)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--loop-cells", type=int, default=16, help="cells the published loop runs (its rate is per cell)"
+    )
     p.add_argument("--memory-tiles", type=int, default=2)
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--device", default="cpu")

@@ -343,11 +343,34 @@ class PredictConfig(Section):
     tile_size: int = Field(16, ge=1)
     """Lat/lon size of one task's tile; also the product's lat/lon chunk size."""
     time_chunk: int = Field(365, ge=1)
-    """Days per product chunk (and per task's block of days)."""
+    """Days per task's block of days, and per product chunk (or shard, with `chunk_days`/`chunk_cells`)."""
+    chunk_days: int | None = Field(None, ge=1)
+    """Days per inner chunk of a Zarr 3 shard. Set this or `chunk_cells` and each task writes one shard
+    (`time_chunk` x 3 x `tile_size`²) of smaller chunks, so a one-day map reads `chunk_days` days of each
+    tile, not a whole task's block, while objects stay one per task (docs/store-layout.md). None =
+    `time_chunk`. Must divide `time_chunk`."""
+    chunk_cells: int | None = Field(None, ge=1)
+    """Lat/lon cells per inner chunk of a shard (see `chunk_days`). None = `tile_size`. Must divide
+    `tile_size`."""
     batch_windows: int = Field(4096, ge=1)
     """Windows per forward pass (memory knob)."""
     gpu: bool = False
     """Submit tasks with `resources={"GPU": 1}` (workers must declare it); workers use CUDA when present."""
+
+    @model_validator(mode="after")
+    def _inner_chunks_divide_the_shard(self) -> PredictConfig:
+        for field, inner, outer, of in (
+            ("chunk_days", self.chunk_days, self.time_chunk, "time_chunk"),
+            ("chunk_cells", self.chunk_cells, self.tile_size, "tile_size"),
+        ):
+            if inner is not None and outer % inner:
+                raise ValueError(f"predict.{field} ({inner}) must divide predict.{of} ({outer})")
+        return self
+
+    @property
+    def sharded(self) -> bool:
+        """Whether each task writes one shard of smaller chunks (else one chunk)."""
+        return self.chunk_days is not None or self.chunk_cells is not None
 
 
 class EvaluateConfig(Section):

@@ -83,7 +83,8 @@ def _target_index(targets: xr.Dataset, url: str) -> dict[tuple[int, int], int]:
 
 def _chunk_order(cells: np.ndarray, product: xr.Dataset) -> np.ndarray:
     """Indices that sort cells by the product chunk holding them, so that one batch reads each chunk once."""
-    chunks = product[VARIABLE].encoding.get("chunks") or product[VARIABLE].shape
+    encoding = product[VARIABLE].encoding  # a shard is the unit one object holds
+    chunks = encoding.get("shards") or encoding.get("chunks") or product[VARIABLE].shape
     dims = product[VARIABLE].dims
     clat, clon = chunks[dims.index("lat")], chunks[dims.index("lon")]
     return np.lexsort((cells[:, 1], cells[:, 0], cells[:, 1] // clon, cells[:, 0] // clat))

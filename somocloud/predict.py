@@ -37,7 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from somocloud import provenance, stores
-from somocloud.config import RunConfig
+from somocloud.config import PredictConfig, RunConfig
 from somocloud.context import Context, select_parts
 from somocloud.grid import Grid, Tile
 from somocloud.layers import (
@@ -152,8 +152,7 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     }
     days = product_days(cfg.period.start, cfg.period.end)
     template = product_template(grid, days, attrs)
-    chunks = product_chunks(len(days), grid, cfg.predict.tile_size, cfg.predict.time_chunk)
-    ensure_template(url, template, chunks)
+    ensure_template(url, template, product_layout(len(days), grid, cfg.predict))
 
     tasks = plan_tasks(grid, len(days), cfg.predict.tile_size, cfg.predict.time_chunk)
     markers = stores.markers_for(url)
@@ -339,9 +338,29 @@ def product_days(start: dt.date, end: dt.date) -> np.ndarray:
     return pd.date_range(start, end, freq="D").values.astype("datetime64[ns]")
 
 
-def product_chunks(n_days: int, grid: Grid, tile_size: int, time_chunk: int) -> tuple[int, int, int, int]:
-    """Zarr chunks of the data variables (clamped to the array so tiny products get no padding)."""
-    return (min(time_chunk, n_days), N_LAYERS, min(tile_size, grid.nlat), min(tile_size, grid.nlon))
+def product_layout(n_days: int, grid: Grid, cfg: PredictConfig) -> dict[str, tuple[int, ...]]:
+    """Zarr `chunks` (and `shards`) of the data variables: one chunk, or one shard of inner chunks, per task.
+
+    Clamped to the array so tiny products get no padding; an inner chunk is then cut to the largest size
+    that divides its clamped shard."""
+    outer = (
+        min(cfg.time_chunk, n_days),
+        N_LAYERS,
+        min(cfg.tile_size, grid.nlat),
+        min(cfg.tile_size, grid.nlon),
+    )
+    if not cfg.sharded:
+        return {"chunks": outer}
+    days, cells = cfg.chunk_days or cfg.time_chunk, cfg.chunk_cells or cfg.tile_size
+    inner = tuple(
+        _largest_divisor(size, at_most)
+        for size, at_most in zip(outer, (days, N_LAYERS, cells, cells), strict=True)
+    )
+    return {"chunks": inner, "shards": outer}
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
 def product_template(grid: Grid, days: np.ndarray, attrs: Mapping[str, Any]) -> xr.Dataset:
@@ -374,7 +393,7 @@ def product_template(grid: Grid, days: np.ndarray, attrs: Mapping[str, Any]) -> 
     return xr.Dataset(variables, coords=coords, attrs=dict(attrs))
 
 
-def ensure_template(url: str, template: xr.Dataset, chunks: tuple[int, ...]) -> str:
+def ensure_template(url: str, template: xr.Dataset, layout: Mapping[str, tuple[int, ...]]) -> str:
     """Write the template unless one with the same content id exists; returns 'kept' or 'written'.
 
     Markers are cleared before a template is (re)written, so a crash in between leaves no marker
@@ -388,7 +407,7 @@ def ensure_template(url: str, template: xr.Dataset, chunks: tuple[int, ...]) -> 
         log.info("predict: inputs or config changed since %s was started; rewriting it", url)
     stores.markers_for(url).clear()
     encoding: dict[str, dict[str, Any]] = {
-        name: {"chunks": chunks, "fill_value": np.float32("nan")} for name in DATA_VARS
+        name: {**layout, "fill_value": np.float32("nan")} for name in DATA_VARS
     }
     # CF: coordinates and bounds carry no fill value.
     encoding |= {name: {"_FillValue": None} for name in ("depth", "depth_bnds", "lat", "lon")}

@@ -172,12 +172,28 @@ def check_variables(
 
 
 def open_zarr(url: str, **kwargs: Any) -> xr.Dataset:
-    """Open a Zarr store lazily (dask-backed unless `chunks=None` is given)."""
-    kwargs.setdefault("chunks", {})
+    """Open a Zarr store lazily: dask chunks of one stored object (`write_unit_chunks`) unless `chunks`
+    is given (`chunks=None`: no dask)."""
     try:
+        if "chunks" not in kwargs:
+            plain = xr.open_zarr(zarr_url(url), **zarr_kwargs(url), chunks=None)
+            kwargs["chunks"] = write_unit_chunks(plain) or {}
         return xr.open_zarr(zarr_url(url), **zarr_kwargs(url), **kwargs)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"no Zarr store at {url}") from exc
+
+
+def write_unit_chunks(ds: xr.Dataset) -> dict[str, int]:
+    """Dask chunks of one stored object per dimension: the shard where variables are sharded, else the
+    chunk. xarray's default would be the inner chunks of a shard: far more, far smaller dask tasks, each
+    fetching the shard's index again (benchmarks/bench_product_read.py)."""
+    chunks: dict[str, int] = {}
+    for var in sorted(ds.data_vars.values(), key=lambda v: -v.ndim):  # the data cubes decide first
+        unit = var.encoding.get("shards") or var.encoding.get("chunks")
+        if unit:
+            for dim, size in zip(var.dims, unit, strict=True):
+                chunks.setdefault(str(dim), int(size))
+    return chunks
 
 
 def write_zarr(ds: xr.Dataset, url: str, **kwargs: Any) -> Any:

@@ -67,7 +67,7 @@ def tiny_config(root: str, **sections: Any) -> RunConfig:
             "holdout_fraction": 0.25,
         },
         "forcing": {"tile_size": 5, "days_per_task": 100},
-        "predict": {"tile_size": 5, "time_chunk": 183, "batch_windows": 2048},
+        "predict": {"tile_size": 5, "time_chunk": 183, "chunk_days": 61, "batch_windows": 2048},  # sharded
         "publish": {"collection_id": "somocloud-tiny"},
         "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1},
     }

@@ -132,6 +132,26 @@ def test_last_n_outputs_agree_between_paths() -> None:
     torch.testing.assert_close(to_fast_lstm(m)(x_d, x_s, last_n=10), out, rtol=0, atol=1e-5)
 
 
+def test_gradient_free_steps_match_the_reference_loop_across_row_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inference (no grad) runs the rewritten steps (doubled g weights, h/2 state) in blocks of rows."""
+    import somocloud.model.ealstm as ealstm
+
+    monkeypatch.setattr(ealstm, "CPU_ROWS", 3)  # 8 rows → blocks of 3, 3 and 2
+    m = _random_model(7)
+    x_d, x_s = torch.randn(8, 30, 6), torch.randn(8, 10)
+    with torch.no_grad():
+        reference = m.lstm(x_d, x_s, reference=True)
+        torch.testing.assert_close(m.lstm(x_d, x_s), reference, rtol=0, atol=1e-6)
+        torch.testing.assert_close(m.lstm(x_d, x_s, last_only=True), reference[:, -1], rtol=0, atol=1e-6)
+        torch.testing.assert_close(m.lstm(x_d, x_s, keep=7), reference[:, -7:], rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            m.lstm(x_d, x_s, keep=7, reference=True), reference[:, -7:], rtol=0, atol=0
+        )
+        assert reference.abs().max() > 0.1  # the states are not trivially small
+
+
 def test_stack_inputs_and_scaler() -> None:
     fields = {"tp": np.array([[0.0, np.e - 1]]), "t2m": np.array([[280.0, 290.0]])}
     x = stack_inputs(fields, ["log_tp", "t2m"])

@@ -31,6 +31,7 @@ from somocloud.predict import (
     plan_tasks,
     predict,
     product_days,
+    product_layout,
     product_template,
     valid_windows,
 )
@@ -46,7 +47,9 @@ N_MEMBERS = 2
 TARGET = (0.25, 0.08)  # target mean / std of every layer
 
 
-def make_config(root: Path, product: str, **stores_: str) -> RunConfig:
+def make_config(
+    root: Path, product: str, predict_: dict[str, Any] | None = None, **stores_: str
+) -> RunConfig:
     return config_from_dict(
         {
             "name": "predict-test",
@@ -54,7 +57,7 @@ def make_config(root: Path, product: str, **stores_: str) -> RunConfig:
             "period": {"start": START.isoformat(), "end": END.isoformat()},
             "stores": {"root": str(root), "product": product, **stores_},
             "model": {"hidden_size": 8, "seq_length": SEQ, "cascade": False},  # hand-built cards: no cascade
-            "predict": {"tile_size": TILE, "time_chunk": TIME_CHUNK, "batch_windows": 96},
+            "predict": {"tile_size": TILE, "time_chunk": TIME_CHUNK, "batch_windows": 96, **(predict_ or {})},
         }
     )
 
@@ -329,17 +332,17 @@ def test_template_is_kept_for_the_same_inputs_and_rewritten_otherwise(world: dic
     url = str(world["root"] / "template" / "product.zarr")
     grid: Grid = world["grid"]
     days = product_days(START, END)
-    chunks = (TIME_CHUNK, 3, TILE, TILE)
+    layout = {"chunks": (TIME_CHUNK, 3, TILE, TILE)}
     markers = stores.markers_for(url)
     assert (
-        ensure_template(url, product_template(grid, days, {"somocloud_content_id": "a"}), chunks) == "written"
+        ensure_template(url, product_template(grid, days, {"somocloud_content_id": "a"}), layout) == "written"
     )
     assert not list(Path(url, "soil_moisture").glob("c/**/*"))  # metadata only
     markers.mark("tile-00000-00000-time-000000")
-    assert ensure_template(url, product_template(grid, days, {"somocloud_content_id": "a"}), chunks) == "kept"
+    assert ensure_template(url, product_template(grid, days, {"somocloud_content_id": "a"}), layout) == "kept"
     assert markers.finished() == {"tile-00000-00000-time-000000"}
     assert (
-        ensure_template(url, product_template(grid, days, {"somocloud_content_id": "b"}), chunks) == "written"
+        ensure_template(url, product_template(grid, days, {"somocloud_content_id": "b"}), layout) == "written"
     )
     assert markers.finished() == set()
     assert stores.zarr_attrs(url)["somocloud_content_id"] == "b"
@@ -370,19 +373,39 @@ def test_forcing_too_short_is_a_clear_error(world: dict[str, Any], tmp_path: Pat
     assert pd.Timestamp(src["time"].values[0]).date() > world["cfg"].lookback_start
 
 
-def test_product_on_s3(world: dict[str, Any], baseline: dict[str, Any], s3_endpoint: str) -> None:
+def test_sharded_product_on_s3(world: dict[str, Any], baseline: dict[str, Any], s3_endpoint: str) -> None:
+    """Inner chunks of 10 days x 2 x 2 cells in one shard per task: the same values, one object per task."""
+    import fsspec
+
     from tests.conftest import BUCKET, SECRET_KEY
 
     url = f"s3://{BUCKET}/predict-test/product.zarr"
-    cfg = make_config(world["root"], url)
+    cfg = make_config(world["root"], url, {"chunk_days": 10, "chunk_cells": 2})
     assert predict(cfg, Context(parts=(1, 1), show_progress=False)) == {"product": url}
     ds = stores.open_zarr(url, chunks=None).load()
     for name in ("soil_moisture", "soil_moisture_spread"):
+        assert ds[name].encoding["chunks"] == (10, 3, 2, 2)
+        assert ds[name].encoding["shards"] == (TIME_CHUNK, 3, TILE, TILE)
         np.testing.assert_array_equal(ds[name].values, baseline["ds"][name].values)
     assert len(stores.markers_for(url).finished()) == 12
+    fs = fsspec.filesystem("s3", **stores.storage_options(url))
+    objects = {p.split("/c/", 1)[1] for p in fs.find(f"{BUCKET}/predict-test/product.zarr/soil_moisture/c")}
+    land_tiles = {f"{ti}/{tj}" for ti in (0, 1) for tj in (0, 1)} - {"1/1"}  # tile (1, 1) is all sea
+    assert objects == {f"{block}/0/{tile}" for block in range(3) for tile in land_tiles}
     attrs = stores.zarr_attrs(url)
     assert attrs["complete"] is True
     assert SECRET_KEY not in str(attrs) and s3_endpoint not in str(attrs)
+
+
+def test_product_layout_clamps_inner_chunks_to_divide_the_shard() -> None:
+    run = make_config(Path("/tmp"), "p", {"time_chunk": 60, "chunk_days": 20, "chunk_cells": 2})
+    grid, cfg = Grid.from_config(run.grid), run.predict
+    assert product_layout(70, grid, cfg) == {"chunks": (20, 3, 2, 2), "shards": (60, 3, 4, 4)}
+    # a 50-day product: one shard of 50 days, whose largest divisor up to 20 is 10
+    assert product_layout(50, grid, cfg) == {"chunks": (10, 3, 2, 2), "shards": (50, 3, 4, 4)}
+    assert product_layout(50, grid, make_config(Path("/tmp"), "p").predict) == {"chunks": (30, 3, 4, 4)}
+    with pytest.raises(ValueError, match=r"predict.chunk_cells \(3\) must divide predict.tile_size \(4\)"):
+        make_config(Path("/tmp"), "p", {"chunk_cells": 3})
 
 
 BLOCK, WARM = 5, SEQ - 5  # a blocked model: trained on the last 5 of 10 steps

@@ -75,7 +75,8 @@ def _write_product(cfg: RunConfig, complete: object = True) -> xr.Dataset:
         coords={"time": time, "depth": DEPTHS, **grid.coords()},
         attrs={"model_content_id": "abc123"} | ({} if complete is None else {"complete": complete}),
     )
-    stores.write_zarr(ds, cfg.store("product"), encoding={"soil_moisture": {"chunks": (30, 3, 2, 2)}})
+    encoding = {"soil_moisture": {"chunks": (10, 3, 2, 2), "shards": (30, 3, 2, 2)}}  # as predict shards it
+    stores.write_zarr(ds, cfg.store("product"), encoding=encoding)
     return ds
 
 
@@ -157,7 +158,9 @@ def test_stac_collection_content(local_run: tuple[RunConfig, xr.Dataset]) -> Non
 
     asset = data["assets"]["zarr"]
     assert asset["type"] == "application/vnd.zarr" and asset["roles"] == ["data", "zarr"]
-    assert asset["xarray:open_kwargs"] == {"engine": "zarr", "chunks": {}, "consolidated": True}
+    # dask chunks of one shard, not xarray's default of one inner chunk
+    one_shard = {"time": 30, "depth": 3, "lat": 2, "lon": 2, "nv": 2}
+    assert asset["xarray:open_kwargs"] == {"engine": "zarr", "chunks": one_shard, "consolidated": True}
     assert "storage_options" not in json.dumps(data)
     assert all(link["rel"] != "self" for link in data["links"])
     titles = {link["title"]: link["href"] for link in data["links"] if link["rel"] == "related"}
@@ -240,7 +243,7 @@ def test_intake_catalog_local_round_trip(local_run: tuple[RunConfig, xr.Dataset]
     assert cat.metadata["name"] == "tiny-sm" and cat.metadata["version"] == "9.9.9"
     assert cat.metadata["stac"] == "./stac/collection.json"
     whole = cat.soil_moisture.read()
-    assert whole["soil_moisture"].chunks is not None  # lazy, dask-backed
+    assert whole["soil_moisture"].data.chunksize == (30, 3, 2, 2)  # lazy, one dask chunk per shard
     xr.testing.assert_identical(whole["soil_moisture"].load(), ds["soil_moisture"])
     middle = cat.soil_moisture_10_30cm.read()
     assert "depth" not in middle["soil_moisture"].dims

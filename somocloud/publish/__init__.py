@@ -101,6 +101,7 @@ def publish(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         bounds,
         _catalog_metadata(cfg, attrs, href_from(parent(catalog_url), collection_url)),
         {"units": str(ds["soil_moisture"].attrs.get("units", "m3 m-3"))},
+        stores.write_unit_chunks(ds),
     )
     intake_catalog.write_catalog(cat, catalog_url)
     names = [intake_catalog.WHOLE_ENTRY] + [intake_catalog.layer_entry_name(a, b) for a, b in bounds]

@@ -37,10 +37,12 @@ def build_catalog(
     depth_bounds: Sequence[Sequence[float]],
     metadata: Mapping[str, Any],
     entry_metadata: Mapping[str, Any] | None = None,
+    chunks: Mapping[str, int] | None = None,
 ) -> Any:
     """An `intake.entry.Catalog` with the whole-product entry and one entry per layer.
 
-    `product_url` is written as given (it may use `{CATALOG_DIR}`); `metadata` becomes the catalog's."""
+    `product_url` is written as given (it may use `{CATALOG_DIR}`); `metadata` becomes the catalog's;
+    `chunks` are the dask chunks readers get (default: the Zarr chunks)."""
     import intake
     from intake.readers import datatypes, readers
 
@@ -48,7 +50,7 @@ def build_catalog(
     base_meta = dict(entry_metadata or {})
     reader = readers.XArrayDatasetReader(
         data,
-        chunks={},
+        chunks=dict(chunks or {}),
         consolidated=True,
         metadata=base_meta | {"description": "All layers: dims time, depth, lat, lon"},
     )

@@ -36,7 +36,8 @@ VENDORED_SCHEMAS: dict[str, str] = {
 }
 ZARR_MEDIA_TYPE = "application/vnd.zarr"
 OPEN_KWARGS = {"engine": "zarr", "chunks": {}, "consolidated": True}
-"""`xarray:open_kwargs` of the Zarr asset. Storage options are never published (they are run-time only)."""
+"""`xarray:open_kwargs` of the Zarr asset, `chunks` then set to one stored object (`stores.write_unit_chunks`).
+Storage options are never published (they are run-time only)."""
 METHOD_CITATION = (
     "O, S. & Orth, R. Global soil moisture data derived through machine learning trained with in-situ "
     "measurements. Sci. Data 8, 170 (2021). https://doi.org/10.1038/s41597-021-00964-1"
@@ -235,7 +236,7 @@ def build_collection(
     )
     collection.add_asset("zarr", asset)
     XarrayAssetsExtension.ext(asset, add_if_missing=True)  # declares the extension on the collection
-    asset.extra_fields["xarray:open_kwargs"] = dict(OPEN_KWARGS)
+    asset.extra_fields["xarray:open_kwargs"] = dict(OPEN_KWARGS) | {"chunks": stores.write_unit_chunks(ds)}
     collection.add_link(
         pystac.Link("related", METHOD_DOI_URL, media_type="text/html", title=f"Method: {METHOD_CITATION}")
     )
