@@ -28,8 +28,9 @@ STEP = "evaluate"
 VARIABLE = "soil_moisture"
 CONTRACT_COLUMNS = ["row", "col", "lat", "lon", "depth", "reference", "n", "r", "anomaly_r", "ubrmsd"]
 """The columns of metrics.csv that the data contract fixes, in order."""
-EXTRA_COLUMNS = ["split", "rmse", "nrmse", "bias_rel", "nse", "kge"]
-"""Further columns, after the contract's: `split` is 'holdout' or 'train'."""
+EXTRA_COLUMNS = ["split", "rmse", "nrmse", "bias_rel", "nse", "kge", "nan_reasons"]
+"""Further columns, after the contract's: `split` is 'holdout' or 'train'; `nan_reasons` says why a
+metric of the row is NaN (`metrics.nan_reasons`), empty when none is."""
 SUMMARY_METRICS = ("r", "anomaly_r", "ubrmsd", "rmse", "nrmse", "bias_rel", "nse", "kge")
 SPLITS = {"holdout": "holdout_cells", "train": "train_cells"}
 """Split name → key in split.json."""
@@ -127,6 +128,14 @@ def _rows(
         "split": split,
     }
     table.update({name: np.asarray(value).reshape(-1) for name, value in scores.items()})
+    reasons = {
+        name: np.asarray(why).reshape(-1) for name, why in metrics.nan_reasons(sim, obs, min_n).items()
+    }
+    # why a metric of the row is NaN, e.g. "r: constant simulation; nse: fewer than 30 paired days"
+    table["nan_reasons"] = [
+        "; ".join(f"{name}: {why[i]}" for name, why in reasons.items() if why[i])
+        for i in range(ncell * ndepth)
+    ]
     return pd.DataFrame(table)
 
 

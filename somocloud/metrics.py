@@ -64,6 +64,43 @@ def _finish(value: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.asarray(np.where(valid, value, np.nan), dtype="float64")
 
 
+# Why a metric is NaN: each check flags the cells it makes undefined. A metric's requirements (`NEEDS`)
+# decide both its NaN cells and the reason `nan_reasons` gives for them, so the two cannot disagree.
+_CHECKS: dict[str, Callable[[_Pairs], np.ndarray]] = {
+    "constant simulation": lambda p: _is_constant(p.sim, p.mask),
+    "constant observations": lambda p: _is_constant(p.obs, p.mask),
+    "observed mean is 0": lambda p: _masked_mean(p.obs, p.mask, p.n) == 0,
+}
+NEEDS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "r": (2, ("constant simulation", "constant observations")),
+    "anomaly_r": (2, ("constant simulation", "constant observations")),
+    "ubrmsd": (1, ()),
+    "rmse": (1, ()),
+    "nrmse": (1, ("observed mean is 0",)),
+    "bias_rel": (1, ("observed mean is 0",)),
+    "nse": (2, ("constant observations",)),
+    "kge": (2, ("constant simulation", "constant observations", "observed mean is 0")),
+}
+"""Per metric: the fewest paired days it can ever use (`min_n` may ask for more) and the checks it needs."""
+
+
+def _reasons(p: _Pairs, metric: str, min_n: int, days: str = "paired days") -> np.ndarray:
+    """Per cell, why `metric` is undefined ('' where it is defined); the first failing check wins."""
+    fewest, checks = NEEDS[metric]
+    need = max(min_n, fewest)
+    out = np.full(np.shape(p.n), "", dtype=object)
+    for reason, failed in reversed(
+        [(f"no {days}", p.n == 0), (f"fewer than {need} {days}", p.n < need)]
+        + [(name, _CHECKS[name](p)) for name in checks]
+    ):  # reversed, so that earlier (more basic) reasons overwrite later ones
+        out[np.asarray(failed)] = reason
+    return out
+
+
+def _valid(p: _Pairs, metric: str, min_n: int) -> np.ndarray:
+    return np.asarray(_reasons(p, metric, min_n) == "")
+
+
 def n_pairs(sim: np.ndarray, obs: np.ndarray) -> np.ndarray:
     """Number of days where both series are finite."""
     return _pairs(sim, obs).n
@@ -73,10 +110,9 @@ def pearson_r(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> n
     """Pearson correlation over the paired days; NaN for fewer than `min_n` pairs or a constant series."""
     p = _pairs(sim, obs)
     ds, do = _centred(p)
-    valid = (p.n >= max(min_n, 2)) & ~_is_constant(p.sim, p.mask) & ~_is_constant(p.obs, p.mask)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (ds * do).sum(axis=-1) / np.sqrt((ds * ds).sum(axis=-1) * (do * do).sum(axis=-1))
-    return _finish(np.clip(r, -1.0, 1.0), valid)
+    return _finish(np.clip(r, -1.0, 1.0), _valid(p, "r", min_n))
 
 
 def rmse(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndarray:
@@ -84,7 +120,7 @@ def rmse(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.nda
     p = _pairs(sim, obs)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = np.sqrt(((p.sim - p.obs) ** 2).sum(axis=-1) / np.maximum(p.n, 1))
-    return _finish(value, p.n >= max(min_n, 1))
+    return _finish(value, _valid(p, "rmse", min_n))
 
 
 def ubrmsd(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndarray:
@@ -93,7 +129,7 @@ def ubrmsd(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.n
     ds, do = _centred(p)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = np.sqrt(((ds - do) ** 2).sum(axis=-1) / np.maximum(p.n, 1))
-    return _finish(value, p.n >= max(min_n, 1))
+    return _finish(value, _valid(p, "ubrmsd", min_n))
 
 
 def nrmse(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndarray:
@@ -102,7 +138,7 @@ def nrmse(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.nd
     mo = _masked_mean(p.obs, p.mask, p.n)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = rmse(sim, obs, min_n) / mo
-    return _finish(value, (p.n >= max(min_n, 1)) & (mo != 0))
+    return _finish(value, _valid(p, "nrmse", min_n))
 
 
 def bias_rel(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndarray:
@@ -112,7 +148,7 @@ def bias_rel(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np
     mo = _masked_mean(p.obs, p.mask, p.n)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = (ms - mo) / mo
-    return _finish(value, (p.n >= max(min_n, 1)) & (mo != 0))
+    return _finish(value, _valid(p, "bias_rel", min_n))
 
 
 def nse(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndarray:
@@ -121,7 +157,7 @@ def nse(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndar
     _, do = _centred(p)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = 1.0 - ((p.sim - p.obs) ** 2).sum(axis=-1) / (do * do).sum(axis=-1)
-    return _finish(value, (p.n >= max(min_n, 2)) & ~_is_constant(p.obs, p.mask))
+    return _finish(value, _valid(p, "nse", min_n))
 
 
 def kge(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndarray:
@@ -136,7 +172,7 @@ def kge(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> np.ndar
         alpha = np.sqrt((ds * ds).sum(axis=-1) / (do * do).sum(axis=-1))
         beta = ms / mo
         value = 1.0 - np.sqrt((r - 1.0) ** 2 + (alpha - 1.0) ** 2 + (beta - 1.0) ** 2)
-    return _finish(value, np.isfinite(r) & (mo != 0))
+    return _finish(value, _valid(p, "kge", min_n))
 
 
 def anomalies(
@@ -191,6 +227,17 @@ METRICS: dict[str, Callable[..., np.ndarray]] = {
     "kge": kge,
 }
 """Every metric by its column name in evaluation tables; each is `f(sim, obs, min_n)`."""
+
+
+def nan_reasons(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> dict[str, np.ndarray]:
+    """Per metric of `METRICS`, why each cell's value is NaN (an object array of strings, '' where the
+    value is defined): no or too few paired days, a constant series, a zero observed mean. Anomaly r
+    counts paired *anomaly* days (an anomaly needs `ANOMALY_MIN_COUNT` valid values within ±17 days)."""
+    p = _pairs(sim, obs)
+    out = {name: _reasons(p, name, min_n) for name in METRICS if name != "anomaly_r"}
+    anomaly_pairs = _pairs(anomalies(sim), anomalies(obs))
+    out["anomaly_r"] = _reasons(anomaly_pairs, "anomaly_r", min_n, days="paired anomaly days")
+    return {name: out[name] for name in METRICS}
 
 
 def skill(sim: np.ndarray, obs: np.ndarray, min_n: int = DEFAULT_MIN_N) -> dict[str, np.ndarray]:

@@ -135,6 +135,8 @@ def test_evaluate_writes_metrics_and_summary(world: RunConfig, caplog: pytest.Lo
         # only 20 target days at (1, 2): below min_overlap_days, so NaN skill but n reported
         short = _row(table, 1, 2, depth, "targets")
         assert short.n == 20 and np.isnan(short.r) and np.isnan(short.ubrmsd)
+        assert "r: fewer than 30 paired days" in short.nan_reasons  # min_overlap_days says why
+        assert pd.isna(t.nan_reasons)  # every metric defined: no reason (an empty CSV field)
         # the training cell against an unrelated series: the plain Pearson r over all 91 days
         obs = stores.open_zarr(cfg.store("targets"))["soil_moisture"].values[2, :, k]
         unrelated = _row(table, 0, 0, depth, "targets")

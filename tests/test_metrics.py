@@ -150,3 +150,53 @@ def test_skill_returns_every_metric() -> None:
     s = m.skill(SIM, OBS, 2)
     assert set(s) == {"n", *m.METRICS}
     assert int(s["n"]) == 5
+
+
+def test_nan_reasons_name_the_cause_and_match_the_nan_cells() -> None:
+    t = np.arange(60.0)
+    wave = 0.25 + 0.05 * np.sin(t / 4.0)
+    sim = np.stack([
+        wave,                               # fine
+        np.full(60, 0.3),                   # constant simulation
+        np.where(t < 5, wave, NAN),         # 5 paired days
+        np.full(60, NAN),                   # nothing paired
+        wave - 0.25,                        # against a zero-mean observation (row 4 of obs)
+    ])  # fmt: skip
+    obs = np.stack([wave + 0.01, wave, wave, wave, np.tile([-0.1, 0.1], 30)])  # the last: mean exactly 0
+    reasons = m.nan_reasons(sim, obs, min_n=10)
+    values = {name: fn(sim, obs, 10) for name, fn in m.METRICS.items()}
+    for name, why in reasons.items():
+        assert why.shape == (5,)
+        assert ((why == "") == np.isfinite(values[name])).all(), name  # a reason exactly where NaN
+    assert all(reasons[name][0] == "" for name in m.METRICS)
+    assert reasons["r"][1] == "constant simulation" and reasons["rmse"][1] == ""
+    assert reasons["nse"][1] == "" and reasons["kge"][1] == "constant simulation"
+    assert (
+        reasons["r"][2] == "fewer than 10 paired days" and reasons["rmse"][2] == "fewer than 10 paired days"
+    )
+    assert reasons["r"][3] == "no paired days"
+    assert reasons["anomaly_r"][2] == "no paired anomaly days"  # 5 values never make a 10-value window
+    assert reasons["bias_rel"][4] == "observed mean is 0" and reasons["nrmse"][4] == "observed mean is 0"
+    assert reasons["r"][4] == ""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_equal_to_pytesmo_on_random_series() -> None:
+    """Where pytesmo defines the same metric, the values agree (pytesmo sees only the paired days)."""
+    import pytesmo.metrics as pm
+
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        n = int(rng.integers(40, 400))
+        obs = 0.25 + 0.08 * np.sin(np.arange(n) / 9.0) + 0.03 * rng.standard_normal(n)
+        sim = 0.8 * obs + 0.06 + 0.04 * rng.standard_normal(n)
+        sim[rng.random(n) < 0.15] = NAN  # gaps in either series
+        obs[rng.random(n) < 0.15] = NAN
+        both = np.isfinite(sim) & np.isfinite(obs)
+        s, o = sim[both], obs[both]
+        ours = m.skill(sim, obs)
+        np.testing.assert_allclose(ours["r"], pm.pearson_r(s, o), rtol=1e-10, err_msg=str(trial))
+        np.testing.assert_allclose(ours["rmse"], pm.rmsd(s, o), rtol=1e-10)
+        np.testing.assert_allclose(ours["ubrmsd"], pm.ubrmsd(s, o), rtol=1e-10)
+        np.testing.assert_allclose(ours["nse"], pm.nash_sutcliffe(o, s), rtol=1e-10)
+        np.testing.assert_allclose(ours["bias_rel"] * o.mean(), pm.bias(s, o), rtol=1e-9)
