@@ -247,7 +247,8 @@ def _layer_label(depth: float) -> str:
 
 
 def summarise(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Medians of every metric per split, reference and depth; `n_cells` counts cells with a finite r."""
+    """Medians (`<metric>`) and 0.2 / 0.8 quantiles (`<metric>_q20`, `<metric>_q80`) of every metric per
+    split, reference and depth over the cells where it is finite; `n_cells` counts cells with a finite r."""
     out: list[dict[str, Any]] = []
     for (split, reference, depth), group in table.groupby(["split", "reference", "depth"], sort=False):
         record: dict[str, Any] = {
@@ -261,7 +262,10 @@ def summarise(table: pd.DataFrame) -> list[dict[str, Any]]:
         for name in SUMMARY_METRICS:
             values = group[name].to_numpy(dtype="float64")
             values = values[np.isfinite(values)]
-            record[name] = _json_number(float(np.median(values))) if len(values) else None
+            # median, and the 0.2-0.8 quantile range SoMo.ml reports beside it
+            q20, q50, q80 = np.quantile(values, [0.2, 0.5, 0.8]) if len(values) else (None, None, None)
+            for suffix, q in (("", q50), ("_q20", q20), ("_q80", q80)):
+                record[name + suffix] = None if q is None else _json_number(float(q))
         out.append(record)
     return out
 

@@ -44,6 +44,11 @@ def summary(cfg: RunConfig, outputs: dict[str, str]) -> str:
     if "evaluation" in outputs and stores.exists(summary_url):
         lines.append(f"  skill at held-out stations: see {summary_url}")
     lines.append("")
-    lines.append(f'open it:  xarray.open_zarr("{cfg.store("product")}")')
+    product = cfg.store("product")
+    chunks = ""
+    if stores.exists(stores.join(product, "zarr.json")):  # one dask chunk per stored object (a shard)
+        unit = stores.write_unit_chunks(stores.open_zarr(product, chunks=None))
+        chunks = ", chunks=" + str({k: v for k, v in unit.items() if k in ("time", "lat", "lon")})
+    lines.append(f'open it:  xarray.open_zarr("{product}"{chunks})')
     lines.append(f'     or:  intake.open_catalog("{cfg.store("catalog")}")')
     return "\n".join(lines)

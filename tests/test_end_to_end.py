@@ -63,6 +63,9 @@ def test_every_verb_runs_alone_through_the_cli(tmp_path: Path) -> None:
     summary = json.loads(Path(cfg.store("evaluation"), "summary.json").read_text())
     assert _heldout_truth_anomaly_r(summary) > 0.3
     assert json.loads(Path(cfg.store("stac"), "collection.json").read_text())["id"] == "somocloud-tiny"
+    # the closing hint opens the sharded product one shard (task) per dask chunk
+    hint = pipeline.summary(cfg, {"product": cfg.store("product")})
+    assert "chunks={'time': 183, 'lat': 5, 'lon': 5}" in hint
 
 
 def test_tiny_world_on_s3_opened_by_analysts(

@@ -151,6 +151,8 @@ def test_evaluate_writes_metrics_and_summary(world: RunConfig, caplog: pytest.Lo
     truth_top = medians[("holdout", "truth", "0-10cm")]
     assert truth_top["n_cells"] == 2
     assert truth_top["rmse"] == pytest.approx(0.025, abs=1e-6)  # median of 0 and 0.05
+    assert truth_top["rmse_q20"] == pytest.approx(0.01, abs=1e-6)  # linear between 0 and 0.05
+    assert truth_top["rmse_q80"] == pytest.approx(0.04, abs=1e-6)
     assert medians[("train", "targets", "30-50cm")]["n_cells"] == 1
     assert summary["n_cells"] == {"holdout": 2, "train": 1}
     assert summary["references"] == ["targets", "truth"]
