@@ -107,6 +107,8 @@ class StoresConfig(Section):
     """Output of `predict`: the product Zarr (time x depth x lat x lon)."""
     evaluation: str | None = None
     """Output of `evaluate`: metrics folder."""
+    report: str | None = None
+    """Output of `report`: folder of the validation report (`index.html`, `figures/`)."""
     stac: str | None = None
     """Output of `publish`: STAC folder holding `collection.json`."""
     catalog: str | None = None
@@ -373,9 +375,21 @@ class PredictConfig(Section):
         return self.chunk_days is not None or self.chunk_cells is not None
 
 
+class ReportConfig(Section):
+    """The validation report (`somocloud report`)."""
+
+    max_days: int = Field(366, ge=2)
+    """Long-term maps and profiles read every k-th day, at most this many days (bounds the report's cost)."""
+    example_cells: int = Field(3, ge=0)
+    """Held-out cells whose series are plotted (those with the most scored days)."""
+
+
 class EvaluateConfig(Section):
     """Skill at held-out stations."""
 
+    lookback: bool = True
+    """Also run the lookback permutation experiment at the held-out cells (`somocloud.lookback`), written to
+    `<evaluation>/lookback.json` and drawn by `report`."""
     min_overlap_days: int = Field(30, ge=2)
     """Fewer paired days than this give NaN metrics."""
     cells_per_batch: int = Field(256, ge=1)
@@ -475,6 +489,7 @@ DEFAULT_STORE_NAMES: dict[str, str] = {
     "model": "model",
     "product": "product/soil_moisture.zarr",
     "evaluation": "evaluation",
+    "report": "report",
     "stac": "stac",
     "catalog": "catalog.yaml",
 }
@@ -513,6 +528,8 @@ class RunConfig(Section):
     """Prediction."""
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     """Evaluation."""
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    """The validation report."""
     publish: PublishConfig = Field(default_factory=PublishConfig)
     """Publishing."""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)

@@ -331,4 +331,31 @@ def evaluate(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     stores.write_text(stores.join(out_url, "metrics.csv"), table.to_csv(index=False))
     stores.write_json(stores.join(out_url, "summary.json"), summary)
     log.info("skill of %s (medians over cells):\n%s", product_url, format_summary(medians))
+    if cfg.evaluate.lookback and len(split["holdout"]):
+        write_lookback(cfg, product, targets, truth, np.asarray(split["holdout"]), out_url)
     return {"evaluation": out_url}
+
+
+def write_lookback(
+    cfg: RunConfig,
+    product: xr.Dataset,
+    targets: xr.Dataset,
+    truth: xr.Dataset | None,
+    cells: np.ndarray,
+    out_url: str,
+) -> None:
+    """The lookback permutation curve at the held-out cells (`somocloud.lookback`) → lookback.json."""
+    from somocloud import lookback
+
+    times = product["time"].values
+    if truth is not None:
+        rows, cols = xr.DataArray(cells[:, 0], dims="cell"), xr.DataArray(cells[:, 1], dims="cell")
+        picked = truth[VARIABLE].sel(time=times).isel(lat=rows, lon=cols)
+        reference, name = picked.transpose("cell", "depth", "time").values, "truth"
+    else:
+        where = _target_index(targets, cfg.store("targets"))
+        series = targets[VARIABLE].reindex(time=times).isel(cell=[where[(int(r), int(c))] for r, c in cells])
+        reference, name = series.transpose("cell", "depth", "time").values, "targets"
+    curve = lookback.lookback_curve(cfg, product, cells, reference, name, cfg.evaluate.min_overlap_days)
+    curve["memory_days"] = lookback.memory_days(cfg)
+    stores.write_json(stores.join(out_url, "lookback.json"), curve)

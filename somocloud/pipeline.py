@@ -37,7 +37,7 @@ def demo(cfg: RunConfig, ctx: Context) -> dict[str, str]:
 def summary(cfg: RunConfig, outputs: dict[str, str]) -> str:
     """Where the results are, and the held-out skill if it was evaluated."""
     lines = ["", "somocloud outputs:"]
-    for key in ("product", "stac", "catalog", "evaluation", "model"):
+    for key in ("product", "report", "stac", "catalog", "evaluation", "model"):
         if key in outputs:
             lines.append(f"  {key:<11} {outputs[key]}")
     summary_url = stores.join(cfg.store("evaluation"), "summary.json")

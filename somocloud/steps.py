@@ -44,6 +44,9 @@ STEPS: dict[str, StepSpec] = {
     "train": StepSpec("somocloud.train:train", "train the EA-LSTM members of every layer → model artifact"),
     "predict": StepSpec("somocloud.predict:predict", "run the models over every land cell → product Zarr"),
     "evaluate": StepSpec("somocloud.evaluate:evaluate", "skill at held-out stations (r, anomaly r, ubRMSD)"),
+    "report": StepSpec(
+        "somocloud.report:report", "validation report: one HTML page with figures and provenance"
+    ),
     "publish": StepSpec(
         "somocloud.publish:publish", "STAC collection and Intake catalog of the finished product"
     ),

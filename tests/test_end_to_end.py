@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import xarray as xr
 import yaml
 
 from somocloud import pipeline, steps, stores
+from somocloud.config import RunConfig
 from somocloud.context import Context
 
 from .conftest import BUCKET, SECRET_KEY, tiny_config
@@ -41,7 +44,10 @@ def _heldout_truth_anomaly_r(summary: dict) -> float:
     return float(rows[0]["anomaly_r"])
 
 
-def test_every_verb_runs_alone_through_the_cli(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
+    """Every verb of the data flow run alone through the CLI, in order, on the tiny world."""
+    tmp_path = tmp_path_factory.mktemp("cli")
     cfg = tiny_config(str(tmp_path / "run"))
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
@@ -51,6 +57,11 @@ def test_every_verb_runs_alone_through_the_cli(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert proc.returncode == 0, f"{verb} failed:\n{proc.stderr[-3000:]}"
+    return cfg
+
+
+def test_every_verb_runs_alone_through_the_cli(cli_run: RunConfig) -> None:
+    cfg = cli_run
     statics = xr.open_zarr(cfg.store("statics"))
     product = xr.open_zarr(cfg.store("product"))
     _check_product(product, statics["land_mask"].values.astype(bool))
@@ -66,6 +77,63 @@ def test_every_verb_runs_alone_through_the_cli(tmp_path: Path) -> None:
     # the closing hint opens the sharded product one shard (task) per dask chunk
     hint = pipeline.summary(cfg, {"product": cfg.store("product")})
     assert "chunks={'time': 183, 'lat': 5, 'lon': 5}" in hint
+
+
+def test_lookback_curve_falls_when_fewer_days_than_the_memory_are_kept(cli_run: RunConfig) -> None:
+    """SoMo.ml-EU's permutation experiment on the tiny world: shuffling all but the last n days of each
+    window costs skill when n is below the truth's memory, and nothing once n covers the window."""
+    curve = stores.read_json(stores.join(cli_run.store("evaluation"), "lookback.json"))
+    kept = curve["kept_days"]
+    assert kept[0] == 1 and kept[-1] == cli_run.model.seq_length and kept == sorted(kept)
+    assert curve["reference"] == "truth" and len(curve["memory_days"]) == 3
+    top = curve["layers"]["0-10cm"]
+    memory = curve["memory_days"][0]
+    below = [v for n, v in zip(kept, top, strict=True) if n < memory]
+    assert below and top[-1] - below[0] > 0.1, (kept, top)  # one day kept: clearly worse than all days
+    assert top[-1] > 0.3  # the unshuffled model has skill to lose
+    assert all(np.isfinite(v) for values in curve["layers"].values() for v in values)
+
+
+def _chromium() -> str:
+    found = (
+        os.environ.get("SOMOCLOUD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
+    if not found:
+        pytest.fail("headless Chromium is needed: `apt-get install chromium` (make test installs it)")
+    return found
+
+
+def test_report_renders_in_headless_chromium(cli_run: RunConfig, tmp_path: Path) -> None:
+    """The report page opens offline, every figure loads, and the rendered page is not blank."""
+    from PIL import Image
+
+    index = Path(cli_run.store("report")) / "index.html"
+    page = index.read_text()
+    figures = sorted(p.name for p in (index.parent / "figures").glob("*.png"))
+    assert figures == ["example_series.png", "latitude_profiles.png", "lookback.png", "median_maps.png",
+                       "skill_boxplots.png", "skill_by_climate.png"]  # fmt: skip
+    for name in figures:
+        assert f'src="figures/{name}"' in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched from the network
+    assert "s3://" not in page and cli_run.stores.root not in page  # no store URL is published
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    url = index.resolve().as_uri()
+    dom = subprocess.run([_chromium(), *flags, "--virtual-time-budget=10000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert 'data-figures="6" data-figures-ok="6"' in dom.stdout, dom.stdout[:500] + dom.stderr[-2000:]
+    shot = tmp_path / "report.png"
+    subprocess.run([_chromium(), *flags, "--hide-scrollbars", "--window-size=1300,2400",
+                    f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype="float64")
+    assert pixels.shape == (2400, 1300)
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.02  # text and figures, not a blank page
+
+    # a figure that fails to load is counted as such: the check can fail
+    broken = index.parent / "broken.html"
+    broken.write_text(page.replace('src="figures/median_maps.png"', 'src="figures/missing.png"'))
+    dom = subprocess.run([_chromium(), *flags, "--virtual-time-budget=10000", "--dump-dom", broken.as_uri()],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert 'data-figures-ok="5"' in dom.stdout
 
 
 def test_tiny_world_on_s3_opened_by_analysts(

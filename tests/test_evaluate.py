@@ -29,7 +29,7 @@ def _config(root: Path) -> RunConfig:
             "period": {"start": "2020-01-01", "end": "2020-03-31"},
             "model": {"seq_length": 10},
             "stores": {"root": str(root)},
-            "evaluate": {"min_overlap_days": 30, "cells_per_batch": 2},
+            "evaluate": {"min_overlap_days": 30, "cells_per_batch": 2, "lookback": False},  # no weights here
         }
     )
 
