@@ -382,6 +382,9 @@ class ReportConfig(Section):
     """Long-term maps and profiles read every k-th day, at most this many days (bounds the report's cost)."""
     example_cells: int = Field(3, ge=0)
     """Held-out cells whose series are plotted (those with the most scored days)."""
+    stations_experiment: str | None = None
+    """Results JSON of the real-station experiment (`python -m somocloud.experiments.uscrn --out ...`);
+    when set, the report has its section (table and per-station box plots)."""
 
 
 class EvaluateConfig(Section):

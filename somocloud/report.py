@@ -75,6 +75,13 @@ def report(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         curve = stores.read_json(lookback_url)
         figures.append(("lookback", "Lookback permutation", _lookback_caption(curve), _lookback(curve)))
 
+    stations_html = ""
+    if cfg.report.stations_experiment:
+        results = stores.read_json(cfg.report.stations_experiment)
+        figures.append(("stations_experiment", "Real stations: " + str(results.get("experiment", "")),
+                        _stations_caption(results), _stations_boxplots(results)))  # fmt: skip
+        stations_html = _stations_table(results)
+
     written = []
     for name, title, caption, fig in figures:
         buf = io.BytesIO()
@@ -83,9 +90,8 @@ def report(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         stores.write_bytes(stores.join(out, "figures", f"{name}.png"), buf.getvalue())
         written.append((name, title, caption))
     summary = json.loads(stores.read_text(stores.join(cfg.store("evaluation"), "summary.json")))
-    page = _page(
-        cfg, product, summary, written, _provenance_rows(cfg, product), time.perf_counter() - started
-    )
+    page = _page(cfg, product, summary, written, _provenance_rows(cfg, product), time.perf_counter() - started,
+                 stations_html)  # fmt: skip
     index = stores.join(out, "index.html")
     stores.write_text(index, page)
     log.info("report: wrote %s (%d figures) in %.1f s", index, len(written), time.perf_counter() - started)
@@ -272,6 +278,50 @@ def _station_series(cfg: RunConfig, product: xr.Dataset, table: pd.DataFrame, la
     return fig
 
 
+_METHOD_ORDER = ("ealstm", "random_forest", "climatology", "persistence")
+
+
+def _stations_caption(results: Mapping[str, Any]) -> str:
+    st = results.get("stations", {})
+    return (f"The station experiment (python -m somocloud.experiments.uscrn, docs/uscrn-experiment.md): "
+            f"{st.get('selected', '?')} stations, station-grouped {results.get('settings', {}).get('n_folds', '?')}-fold "
+            f"CV; per held-out station anomaly r by method and layer. Persistence reads the station's own data.")  # fmt: skip
+
+
+def _stations_boxplots(results: Mapping[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
+    per = results["per_station"]
+    methods = [m for m in _METHOD_ORDER if m in per]
+    layers = sorted(per[methods[0]])
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.6), squeeze=False, sharey=True)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        data = [
+            np.asarray([np.nan if v is None else v for v in per[m][layer]["anomaly_r"]], dtype=float)
+            for m in methods
+        ]
+        ax.boxplot([d[np.isfinite(d)] for d in data], tick_labels=[m.replace("_", " ") for m in methods])
+        ax.set_title(f"layer {layer}: anomaly r")
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _stations_table(results: Mapping[str, Any]) -> str:
+    summary = results["summary"]
+    methods = [m for m in _METHOD_ORDER if m in summary]
+    rows = "".join(
+        f"<tr><td>{html.escape(layer)}</td><td>{html.escape(m)}</td>"
+        + "".join(f"<td>{_fmt(summary[m][layer].get(k))}</td>" for k in ("r", "anomaly_r", "ubrmsd"))
+        + f"<td>{summary[m][layer].get('n_stations', '')}</td></tr>"
+        for layer in sorted(summary[methods[0]])
+        for m in methods
+    )
+    return ("<table><tr><th>layer</th><th>method</th><th>r</th><th>anomaly r</th><th>ubRMSD</th>"
+            f"<th>stations</th></tr>{rows}</table>")  # fmt: skip
+
+
 def _lookback_caption(curve: Mapping[str, Any]) -> str:
     memory = curve.get("memory_days")
     note = (
@@ -340,6 +390,7 @@ def _page(
     figures: Sequence[tuple[str, str, str]],
     prov: Sequence[tuple[str, str]],
     seconds: float,
+    stations_html: str = "",
 ) -> str:
     esc = html.escape
     rows = "".join(
@@ -352,7 +403,7 @@ def _page(
     head = "".join(f"<th>{esc(m)}</th>" for m in _TABLE_METRICS)
     sections = "".join(
         f'<section><h2>{esc(title)}</h2><img src="figures/{esc(name)}.png" alt="{esc(title)}">'
-        f"<p>{esc(caption)}</p></section>"
+        f"<p>{esc(caption)}</p>{stations_html if name == 'stations_experiment' else ''}</section>"
         for name, title, caption in figures
     )
     prov_rows = "".join(f"<tr><th>{esc(k)}</th><td><pre>{esc(v)}</pre></td></tr>" for k, v in prov)
