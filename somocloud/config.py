@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -283,6 +284,28 @@ class ModelConfig(Section):
         return N_LAYERS if self.cascade else 1
 
 
+class Region(Section):
+    """A lat/lon box in degrees (cell centres inside it belong to it)."""
+
+    lat_min: float = Field(ge=-90, le=90)
+    """Southern edge."""
+    lat_max: float = Field(ge=-90, le=90)
+    """Northern edge."""
+    lon_min: float = Field(ge=-180, le=360)
+    """Western edge."""
+    lon_max: float = Field(ge=-180, le=360)
+    """Eastern edge."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Region:
+        if not (self.lat_min < self.lat_max and self.lon_min < self.lon_max):
+            raise ValueError(f"needs lat_min < lat_max and lon_min < lon_max, got {self.model_dump()}")
+        return self
+
+    def contains(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        return (lat >= self.lat_min) & (lat <= self.lat_max) & (lon >= self.lon_min) & (lon <= self.lon_max)
+
+
 class TrainConfig(Section):
     """Training of one model per layer and member."""
 
@@ -297,7 +320,10 @@ class TrainConfig(Section):
     n_members: int = Field(5, ge=1)
     """Ensemble members per layer, each with its own seed."""
     holdout_fraction: float = Field(0.2, ge=0, lt=1)
-    """Share of target cells held out of training and used by `evaluate`."""
+    """Share of target cells held out of training and used by `evaluate` (unused with `holdout_region`)."""
+    holdout_region: Region | None = None
+    """The transfer experiment: hold out every target cell whose centre lies in this lat/lon box (°), train
+    on the others, so `evaluate` scores a region the model never saw. Replaces `holdout_fraction`."""
     nse_epsilon: float = Field(0.05, gt=0)
     """Epsilon added to each cell's target std in the NSE* loss, in m3 m-3. Measured on USCRN 2020
     (docs/uscrn-experiment.md, "Choosing ε"): per-station daily stds are 0.01-0.11 (median 0.04-0.065 by

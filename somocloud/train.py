@@ -4,7 +4,8 @@ What it does, in order:
 
 1. Split: the cells with any finite target are shuffled with `cfg.seed`; `train.holdout_fraction` of
    them are held out for `evaluate` (`split.json`) and never read again here: their forcing, statics and
-   targets play no part in scalers or weights.
+   targets play no part in scalers or weights. With `train.holdout_region` (the transfer experiment) the
+   cells inside that box are held out instead.
 2. Inputs: only the training cells' pixels are read from the forcing cube (one vectorised point
    selection), for the training days plus the `seq_length - 1` days before them, and held once in memory
    as (cells, time, features). A sample is (cell, day) with a finite target, a fully finite input window
@@ -51,7 +52,7 @@ import numpy as np
 import xarray as xr
 
 from somocloud import provenance, stores
-from somocloud.config import RunConfig
+from somocloud.config import Region, RunConfig
 from somocloud.context import Context
 from somocloud.grid import Grid
 from somocloud.layers import (
@@ -102,6 +103,20 @@ def split_cells(cells: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     hold = np.zeros(n, dtype=bool)
     hold[order[:n_hold]] = True
     return cells[~hold], cells[hold]
+
+
+def split_by_region(cells: np.ndarray, grid: Grid, region: Region) -> tuple[np.ndarray, np.ndarray]:
+    """The transfer split: cells whose centres lie in `region` are held out, the others train.
+
+    Returns (train, holdout) like `split_cells`; a region holding none or all of the cells is an error."""
+    cells = _sorted_cells(np.asarray(cells, dtype="int64").reshape(-1, 2))
+    inside = region.contains(grid.lat[cells[:, 0]], grid.lon[cells[:, 1]])
+    if not inside.any() or inside.all():
+        raise ValueError(
+            f"train.holdout_region {region.model_dump()} holds {int(inside.sum())} of the {len(cells)} target "
+            "cells: it must hold some, and leave some to train on"
+        )
+    return cells[~inside], cells[inside]
 
 
 def _sorted_cells(cells: np.ndarray) -> np.ndarray:
@@ -596,9 +611,11 @@ def read_training_data(cfg: RunConfig) -> RawData:
     targets = read_targets(t_url, grid, start, end)
     if not targets.any_target.any():
         raise ValueError(f"{t_url}: `{TARGET_VARIABLE}` has no finite value, nothing to train on")
-    train_cells, holdout_cells = split_cells(
-        targets.cells[targets.any_target], cfg.train.holdout_fraction, cfg.seed
-    )
+    with_targets = targets.cells[targets.any_target]
+    if cfg.train.holdout_region is not None:
+        train_cells, holdout_cells = split_by_region(with_targets, grid, cfg.train.holdout_region)
+    else:
+        train_cells, holdout_cells = split_cells(with_targets, cfg.train.holdout_fraction, cfg.seed)
     # Rows of the targets store for the training cells, in the split's order.
     index = {(int(r), int(c)): i for i, (r, c) in enumerate(targets.cells)}
     rows_in_store = np.array([index[(int(r), int(c))] for r, c in train_cells], dtype="int64")

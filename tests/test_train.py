@@ -350,6 +350,25 @@ def test_split_is_deterministic_and_keeps_at_least_one() -> None:
     assert len(split_cells(cells, 0.0, 0)[1]) == 0
 
 
+def test_region_split_holds_out_the_cells_inside_the_box() -> None:
+    from somocloud.config import Region
+    from somocloud.grid import Grid
+    from somocloud.train import split_by_region
+
+    grid = Grid(1.0, 40.0, 42.0, 0.0, 5.0)  # centres: lat 40.5, 41.5; lon 0.5 .. 4.5
+    cells = np.array([[r, c] for r in range(2) for c in range(5)])
+    east = Region(lat_min=40.0, lat_max=42.0, lon_min=3.0, lon_max=5.0)
+    train, holdout = split_by_region(cells[::-1], grid, east)
+    assert holdout.tolist() == [[0, 3], [0, 4], [1, 3], [1, 4]]
+    assert train.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    with pytest.raises(ValueError, match="holds 0 of the 10 target cells"):
+        split_by_region(cells, grid, Region(lat_min=0.0, lat_max=1.0, lon_min=0.0, lon_max=1.0))
+    with pytest.raises(ValueError, match="holds 10 of the 10"):
+        split_by_region(cells, grid, Region(lat_min=-90.0, lat_max=90.0, lon_min=-180.0, lon_max=180.0))
+    with pytest.raises(ValueError, match="lat_min < lat_max"):
+        Region(lat_min=1.0, lat_max=0.0, lon_min=0.0, lon_max=1.0)
+
+
 def learnable_problem(epochs: int = 4, **settings: Any) -> tuple[LayerData, np.ndarray, np.ndarray, Settings]:
     """Target = weighted sum of the last 5 days of the first input; 6 cells x 300 days, cell 0 validates."""
     rng = np.random.default_rng(1)
