@@ -416,6 +416,10 @@ class ReportConfig(Section):
 class EvaluateConfig(Section):
     """Skill at held-out stations."""
 
+    datasets: dict[str, str] = Field(default_factory=dict)
+    """Other gridded soil moisture products to score beside the product at the same cells and days, name →
+    URL (Zarr, or NetCDF ending in `.nc`, with `soil_moisture` (time, depth, lat, lon) on the run grid).
+    The forcing's `reference_sm` is always scored when it exists."""
     lookback: bool = True
     """Also run the lookback permutation experiment at the held-out cells (`somocloud.lookback`), written to
     `<evaluation>/lookback.json` and drawn by `report`."""

@@ -28,9 +28,11 @@ STEP = "evaluate"
 VARIABLE = "soil_moisture"
 CONTRACT_COLUMNS = ["row", "col", "lat", "lon", "depth", "reference", "n", "r", "anomaly_r", "ubrmsd"]
 """The columns of metrics.csv that the data contract fixes, in order."""
-EXTRA_COLUMNS = ["split", "rmse", "nrmse", "bias_rel", "nse", "kge", "nan_reasons"]
-"""Further columns, after the contract's: `split` is 'holdout' or 'train'; `nan_reasons` says why a
-metric of the row is NaN (`metrics.nan_reasons`), empty when none is."""
+EXTRA_COLUMNS = ["split", "dataset", "rmse", "nrmse", "bias_rel", "nse", "kge", "nan_reasons"]
+"""Further columns, after the contract's: `split` is 'holdout' or 'train'; `dataset` is 'product' or the
+name of a gridded dataset scored at the same cells (`evaluate.datasets`, `reference_sm`); `nan_reasons`
+says why a metric of the row is NaN (`metrics.nan_reasons`), empty when none is."""
+PRODUCT = "product"
 SUMMARY_METRICS = ("r", "anomaly_r", "ubrmsd", "rmse", "nrmse", "bias_rel", "nse", "kge")
 SPLITS = {"holdout": "holdout_cells", "train": "train_cells"}
 """Split name → key in split.json."""
@@ -114,8 +116,9 @@ def _rows(
     lon: np.ndarray,
     depth: np.ndarray,
     min_n: int,
+    dataset: str = PRODUCT,
 ) -> pd.DataFrame:
-    """Metric rows for (cell, depth, time) arrays `sim` and `obs` of `cells`."""
+    """Metric rows for (cell, depth, time) arrays `sim` (of `dataset`) and `obs` of `cells`."""
     scores = metrics.skill(sim, obs, min_n)  # each (cell, depth)
     ncell, ndepth = sim.shape[:2]
     table = {
@@ -126,6 +129,7 @@ def _rows(
         "depth": np.tile(depth, ncell),
         "reference": reference,
         "split": split,
+        "dataset": dataset,
     }
     table.update({name: np.asarray(value).reshape(-1) for name, value in scores.items()})
     reasons = {
@@ -198,11 +202,14 @@ def evaluate_product(
     min_n: int,
     cells_per_batch: int = 256,
     names: Mapping[str, str] | None = None,
+    datasets: Mapping[str, xr.DataArray] | None = None,
 ) -> pd.DataFrame:
     """The metrics table of `product` (time, depth, lat, lon) against `targets` (cell, time, depth) and
     optionally `truth` (like the product) at the cells of every split, over the days product and targets
     share. `split` maps a split name to `(n, 2)` `[row, col]` cells; `names` maps 'product', 'targets',
-    'truth', 'model' to store URLs for error messages."""
+    'truth', 'model' to store URLs for error messages. `datasets` are other gridded soil moisture
+    (time, depth, lat, lon) on the product's grid, scored against the same references at the same cells
+    and days (rows with their name in `dataset`)."""
     names = dict(names or {})
     sm, tsm, truth_sm = _aligned(product, targets, truth, names)
     index = _target_index(targets, names.get("targets", "targets"))
@@ -219,18 +226,23 @@ def evaluate_product(
             sim = _series_at(sm, cells)
             pos = [index[(int(r), int(c))] for r, c in cells]
             obs = np.asarray(tsm.isel(cell=pos).values, dtype="float64")
-            parts.append(_rows(cells, name, "targets", sim, obs, lat, lon, depth, min_n))
-            if truth_sm is not None:
-                ref = _series_at(truth_sm, cells)
-                parts.append(_rows(cells, name, "truth", sim, ref, lat, lon, depth, min_n))
+            ref = _series_at(truth_sm, cells) if truth_sm is not None else None
+            for dataset, values in [(PRODUCT, sim)] + [
+                (d, _series_at(arr.sel(time=sm["time"].values), cells)) for d, arr in (datasets or {}).items()
+            ]:
+                parts.append(_rows(cells, name, "targets", values, obs, lat, lon, depth, min_n, dataset))
+                if ref is not None:
+                    parts.append(_rows(cells, name, "truth", values, ref, lat, lon, depth, min_n, dataset))
     columns = CONTRACT_COLUMNS + EXTRA_COLUMNS
     if not parts:
         return pd.DataFrame({c: [] for c in columns})
     table = pd.concat(parts, ignore_index=True)[columns]
     order = {"holdout": 0, "train": 1}
+    table["_product_last"] = table["dataset"] != PRODUCT  # the product's rows first, then other datasets
     table = table.sort_values(
-        ["split", "reference", "depth", "row", "col"], key=lambda s: s.map(order) if s.name == "split" else s
-    )
+        ["split", "_product_last", "dataset", "reference", "depth", "row", "col"],
+        key=lambda s: s.map(order) if s.name == "split" else s,
+    ).drop(columns="_product_last")
     return table.reset_index(drop=True)
 
 
@@ -250,9 +262,12 @@ def summarise(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Medians (`<metric>`) and 0.2 / 0.8 quantiles (`<metric>_q20`, `<metric>_q80`) of every metric per
     split, reference and depth over the cells where it is finite; `n_cells` counts cells with a finite r."""
     out: list[dict[str, Any]] = []
-    for (split, reference, depth), group in table.groupby(["split", "reference", "depth"], sort=False):
+    for (split, dataset, reference, depth), group in table.groupby(
+        ["split", "dataset", "reference", "depth"], sort=False
+    ):
         record: dict[str, Any] = {
             "split": split,
+            "dataset": dataset,
             "reference": reference,
             "depth": float(depth),
             "layer": _layer_label(float(depth)),
@@ -272,7 +287,7 @@ def summarise(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 def format_summary(medians: list[dict[str, Any]]) -> str:
     """A compact text table of the medians (for logs and the CLI)."""
-    head = f"{'split':8} {'reference':9} {'layer':8} {'cells':>5} {'r':>6} {'anom_r':>6} {'ubrmsd':>7}"
+    head = f"{'split':8} {'dataset':12} {'reference':9} {'layer':8} {'cells':>5} {'r':>6} {'anom_r':>6} {'ubrmsd':>7}"
     lines = [head]
 
     def fmt(v: float | None, width: int, digits: int) -> str:
@@ -280,7 +295,7 @@ def format_summary(medians: list[dict[str, Any]]) -> str:
 
     for m in medians:
         lines.append(
-            f"{m['split']:8} {m['reference']:9} {m['layer']:8} {m['n_cells']:5d} "
+            f"{m['split']:8} {m.get('dataset', PRODUCT):12} {m['reference']:9} {m['layer']:8} {m['n_cells']:5d} "
             f"{fmt(m['r'], 6, 3)} {fmt(m['anomaly_r'], 6, 3)} {fmt(m['ubrmsd'], 7, 4)}"
         )
     return "\n".join(lines)
@@ -312,9 +327,12 @@ def evaluate(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         inputs["truth"] = truth_url
     if len(split["holdout"]) == 0:
         log.warning("split.json of %s has no held-out cells: only in-sample skill is reported", model_url)
+    datasets = gridded_datasets(cfg, product)
+    inputs |= {f"dataset:{name}": url for name, url in _dataset_urls(cfg).items() if name in datasets}
     table = evaluate_product(
-        product, targets, truth, split, cfg.evaluate.min_overlap_days, cfg.evaluate.cells_per_batch, inputs
-    )
+        product, targets, truth, split, cfg.evaluate.min_overlap_days, cfg.evaluate.cells_per_batch, inputs,
+        datasets,
+    )  # fmt: skip
     medians = summarise(table)
     times = np.intersect1d(product["time"].values, targets["time"].values)
     summary = {
@@ -334,6 +352,48 @@ def evaluate(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     if cfg.evaluate.lookback and len(split["holdout"]):
         write_lookback(cfg, product, targets, truth, np.asarray(split["holdout"]), out_url)
     return {"evaluation": out_url}
+
+
+def _dataset_urls(cfg: RunConfig) -> dict[str, str]:
+    urls = {"reference_sm": cfg.store("reference_sm")}
+    urls.update(cfg.evaluate.datasets)
+    return urls
+
+
+def gridded_datasets(cfg: RunConfig, product: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Other gridded soil moisture to score beside the product: the forcing's `reference_sm` (its
+    `swvl1..3` as the three layers) when it exists, and every `evaluate.datasets` entry (Zarr, or NetCDF
+    ending in `.nc`, with `soil_moisture` (time, depth, lat, lon) on the run grid) as (time, depth, lat,
+    lon) over the product's days."""
+    out: dict[str, xr.DataArray] = {}
+    times = product["time"].values
+    for name, url in _dataset_urls(cfg).items():
+        if name == "reference_sm":
+            if not stores.exists(stores.join(url, "zarr.json")):
+                continue
+            ref = stores.open_zarr(url)
+            arr = xr.concat([ref[f"swvl{k}"] for k in (1, 2, 3)], dim="depth").assign_coords(
+                depth=product["depth"].values
+            )
+        else:
+            ds = xr.open_dataset(url, chunks={}) if url.endswith(".nc") else stores.open_zarr(url)
+            if VARIABLE not in ds:
+                raise KeyError(f"evaluate.datasets.{name}: {url} has no {VARIABLE!r} variable")
+            arr = ds[VARIABLE]
+        arr = arr.transpose("time", "depth", "lat", "lon")
+        missing = np.setdiff1d(times, arr["time"].values)
+        if (
+            len(missing)
+            or arr.sizes["lat"] != product.sizes["lat"]
+            or arr.sizes["lon"] != product.sizes["lon"]
+        ):
+            raise ValueError(
+                f"evaluate.datasets.{name}: {url} must cover the product's days and grid "
+                f"({len(missing)} days missing; lat x lon {arr.sizes['lat']} x {arr.sizes['lon']} against "
+                f"{product.sizes['lat']} x {product.sizes['lon']})"
+            )
+        out[name] = arr.sel(time=times)
+    return out
 
 
 def write_lookback(

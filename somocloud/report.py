@@ -53,6 +53,8 @@ def report(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     if not product.attrs.get("complete"):
         raise ValueError(f"{cfg.store('product')}: not complete (run `predict` to the end first)")
     table = pd.read_csv(io.StringIO(stores.read_text(stores.join(cfg.store("evaluation"), "metrics.csv"))))
+    others = table[table["dataset"] != "product"]  # other gridded datasets, for the box plots only
+    table = table[table["dataset"] == "product"]
     days = _sampled_days(product.sizes["time"], cfg.report.max_days)
     layers = _layer_labels(product)
     references = _references(cfg, product, days)
@@ -62,8 +64,10 @@ def report(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         ("latitude_profiles", "Latitudinal median profiles", "Median over longitude and the sampled days, "
          "the product against each reference on the product's valid cells.",
          _latitude_profiles(product, references, days, layers)),
-        ("skill_boxplots", "NRMSE and anomaly r per reference", "Per held-out cell and layer (evaluate's "
-         "metrics.csv); boxes span the quartiles, whiskers 1.5 IQR.", _boxplots(table, layers)),
+        ("skill_boxplots", "NRMSE and anomaly r per dataset", "Each gridded dataset against the station "
+         "targets and, where it exists, the truth, per held-out cell and layer (evaluate's metrics.csv: the "
+         "product, the forcing's reference_sm, evaluate.datasets); boxes span the quartiles, whiskers 1.5 IQR.",
+         _boxplots(pd.concat([table, others]), layers)),
         ("skill_by_climate", "Skill by climate regime", "Median anomaly r against the targets at every scored "
          "cell (held-out and training), by terciles of aridity and mean 2 m temperature; the number of "
          "cells in each bin.", _climate(cfg, table, days)),
@@ -189,15 +193,22 @@ def _boxplots(table: pd.DataFrame, layers: Sequence[str]) -> Any:
     import matplotlib.pyplot as plt
 
     held = table[table["split"] == "holdout"]
-    refs = sorted(held["reference"].unique())
+    groups = sorted(held.groupby(["dataset", "reference"]).groups, key=lambda g: (g[0] != "product", g))
+    labels = [f"{d}\nvs {r}" for d, r in groups]
     depths = sorted(held["depth"].unique())
-    fig, axes = plt.subplots(2, len(depths), figsize=(4.2 * len(depths), 6.0), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(depths), figsize=(1.6 * len(groups) * len(depths) + 1, 6.4), squeeze=False
+    )
     for col, depth in enumerate(depths):
         sub = held[np.isclose(held["depth"], depth)]
         for row, metric in enumerate(("nrmse", "anomaly_r")):
-            data = [sub.loc[sub["reference"] == ref, metric].dropna().to_numpy() for ref in refs]
+            data = [
+                sub.loc[(sub["dataset"] == d) & (sub["reference"] == r), metric].dropna().to_numpy()
+                for d, r in groups
+            ]
             ax = axes[row][col]
-            ax.boxplot([d if d.size else [np.nan] for d in data], tick_labels=refs)
+            ax.boxplot([d if d.size else [np.nan] for d in data], tick_labels=labels)
+            ax.tick_params(axis="x", labelsize=7)
             ax.set_title(f"{layers[col] if col < len(layers) else depth}: {metric}")
             ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

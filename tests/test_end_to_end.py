@@ -38,7 +38,10 @@ def _heldout_truth_anomaly_r(summary: dict) -> float:
     rows = [
         r
         for r in summary["rows"]
-        if r["reference"] == "truth" and r["split"] == "holdout" and r["depth"] == 0.05
+        if r["reference"] == "truth"
+        and r["split"] == "holdout"
+        and r["depth"] == 0.05
+        and r["dataset"] == "product"
     ]
     assert rows, summary
     return float(rows[0]["anomaly_r"])

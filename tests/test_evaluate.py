@@ -143,7 +143,9 @@ def test_evaluate_writes_metrics_and_summary(world: RunConfig, caplog: pytest.Lo
         assert unrelated.r == pytest.approx(np.corrcoef(product[:, k, 0, 0], obs)[0, 1], abs=1e-9)
         assert unrelated.split == "train"
 
-    medians = {(m["split"], m["reference"], m["layer"]): m for m in summary["rows"]}
+    medians = {
+        (m["split"], m["reference"], m["layer"]): m for m in summary["rows"] if m["dataset"] == "product"
+    }
     assert len(medians) == 2 * 2 * 3
     top = medians[("holdout", "targets", "0-10cm")]
     assert top["n_cells"] == 1 and top["n_cells_total"] == 2  # (1, 2) has too few days
@@ -159,7 +161,7 @@ def test_evaluate_writes_metrics_and_summary(world: RunConfig, caplog: pytest.Lo
     assert summary["period"] == {"start": "2020-01-01", "end": "2020-03-31"}
     assert summary["provenance"]["somocloud_step"] == "evaluate"
     assert set(summary["provenance"]["somocloud_inputs"]) == {"model", "product", "targets", "truth"}
-    assert "holdout  targets   0-10cm" in caplog.text
+    assert "holdout  product      targets   0-10cm" in caplog.text
 
 
 def test_evaluate_without_truth(world: RunConfig) -> None:
@@ -208,3 +210,36 @@ def test_bad_split_json(tmp_path: Path, content: str, message: str) -> None:
 def test_missing_split_json(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no split\.json"):
         read_split(str(tmp_path))
+
+
+def test_other_gridded_datasets_are_scored_at_the_same_cells(world: RunConfig, tmp_path: Path) -> None:
+    """A dataset given as NetCDF that equals the truth scores like the truth; one missing days is refused."""
+    cfg = world.model_copy(deep=True)
+    truth = stores.open_zarr(cfg.store("truth"), chunks=None).load()
+    nc = tmp_path / "other.nc"
+    truth.to_netcdf(nc)
+    cfg.evaluate.datasets = {"other": str(nc)}
+    evaluate(cfg, Context(show_progress=False))
+    table, summary = _read(cfg)
+    assert set(table.dataset) == {"product", "other"}
+    for _, rows in table.groupby("split"):  # within a split, the product's rows first
+        assert list(rows.dataset) == sorted(rows.dataset, key=lambda d: d != "product")
+    other = table[(table.dataset == "other") & (table.reference == "truth")]
+    assert np.allclose(other.rmse, 0.0, atol=1e-7) and np.allclose(other.r, 1.0)  # truth against itself
+    at_offset = _row(table[table.dataset == "product"], 1, 2, DEPTHS[0], "truth")
+    assert at_offset.rmse == pytest.approx(0.05, abs=1e-6)  # the product's rows are unchanged
+    keys = {(m["split"], m["dataset"], m["reference"], m["layer"]) for m in summary["rows"]}
+    assert ("holdout", "other", "targets", "0-10cm") in keys and (
+        "holdout",
+        "product",
+        "truth",
+        "0-10cm",
+    ) in keys
+    assert "dataset:other" in summary["provenance"]["somocloud_inputs"]
+
+    truth.isel(time=slice(0, 40)).to_netcdf(tmp_path / "short.nc")
+    cfg.evaluate.datasets = {"short": str(tmp_path / "short.nc")}
+    with pytest.raises(
+        ValueError, match=r"evaluate.datasets.short: .*short.nc must cover the product's days"
+    ):
+        evaluate(cfg, Context(show_progress=False))
