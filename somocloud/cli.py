@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--parts", type=_parse_parts, help="run only share i of N of the tasks, without Dask"
             )
+    for name, spec in steps.TOOLS.items():
+        if name != "import-somoml":
+            _common(sub.add_parser(name, help=spec.help), config_required=False)
     p = sub.add_parser("import-somoml", help=steps.TOOLS["import-somoml"].help)
     _common(p, config_required=False)
     for option in IMPORT_SOMOML_OPTIONS:

@@ -110,6 +110,8 @@ class StoresConfig(Section):
     """Output of `evaluate`: metrics folder."""
     report: str | None = None
     """Output of `report`: folder of the validation report (`index.html`, `figures/`)."""
+    netcdf: str | None = None
+    """Output of `export-netcdf`: folder of CF-1.11 NetCDF files, one per layer and year."""
     stac: str | None = None
     """Output of `publish`: STAC folder holding `collection.json`."""
     catalog: str | None = None
@@ -455,6 +457,9 @@ class PublishConfig(Section):
     """Collection description."""
     license: str = "CC-BY-4.0"
     """SPDX licence of the product."""
+    netcdf_prefix: str | None = None
+    """File-name prefix of `export-netcdf` (`<prefix>_layer<k>_<YYYY>.nc`); None = `collection_id`.
+    `SoMo.ml_v1` gives the original product's names."""
     public_href: str | None = None
     """URL analysts use to open the product, if different from `stores.product`."""
     providers: list[ProviderConfig] = Field(
@@ -523,6 +528,7 @@ DEFAULT_STORE_NAMES: dict[str, str] = {
     "product": "product/soil_moisture.zarr",
     "evaluation": "evaluation",
     "report": "report",
+    "netcdf": "netcdf",
     "stac": "stac",
     "catalog": "catalog.yaml",
 }

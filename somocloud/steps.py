@@ -55,6 +55,10 @@ STEPS: dict[str, StepSpec] = {
 RUN_ORDER: list[str] = list(STEPS)
 
 TOOLS: dict[str, StepSpec] = {
+    "export-netcdf": StepSpec(
+        "somocloud.publish.netcdf:export_netcdf",
+        "the complete product → CF-1.11 NetCDF files, one per layer and year (<prefix>_layer<k>_<YYYY>.nc)",
+    ),
     "import-somoml": StepSpec(
         "somocloud.model.somoml_v1:import_step",
         "import the published SoMo.ml v1 checkpoint and scalers → model artifact (layer 1 only)",
