@@ -251,11 +251,9 @@ def _json_number(value: float) -> float | None:
 
 
 def _layer_label(depth: float) -> str:
-    from somocloud.layers import DEPTH_BOUNDS, DEPTHS
+    from somocloud.layers import DEPTHS, layer_label
 
-    k = int(np.argmin(np.abs(DEPTHS - depth)))
-    a, b = DEPTH_BOUNDS[k]
-    return f"{round(a * 100)}-{round(b * 100)}cm"
+    return layer_label(int(np.argmin(np.abs(DEPTHS - depth))))
 
 
 def summarise(table: pd.DataFrame) -> list[dict[str, Any]]:

@@ -24,6 +24,12 @@ SIMULATED_PREFIX = "sm_layer"
 layers below it (the layer cascade)."""
 
 
+def layer_label(index: int) -> str:
+    """'0-10cm', '10-30cm', '30-50cm' for layer index 0, 1, 2 (evaluation tables and lookback curves)."""
+    a, b = DEPTH_BOUNDS[index]
+    return f"{round(a * 100)}-{round(b * 100)}cm"
+
+
 def simulated_input(layer: int) -> str:
     """The dynamic input name of layer `layer`'s (1-based) simulated soil moisture."""
     return f"{SIMULATED_PREFIX}{layer}"

@@ -23,7 +23,7 @@ import xarray as xr
 
 from somocloud import metrics, stores
 from somocloud.config import RunConfig
-from somocloud.layers import DEPTHS, FORCING_VARIABLES, simulated_layer
+from somocloud.layers import DEPTHS, FORCING_VARIABLES, layer_label, simulated_layer
 from somocloud.model.features import stack_inputs
 
 log = logging.getLogger(__name__)
@@ -87,20 +87,22 @@ def lookback_curve(
         )  # (cell x window, seq, f), window w ends on day w+seq-1
         statics_w = np.repeat(x_s, n_days - seq + 1, axis=0)
         ok = np.isfinite(windows).all(axis=(1, 2)) & np.isfinite(statics_w).all(axis=1)
+        # the clean windows, their statics and positions: gathered once per layer, not once per n
+        clean, clean_statics, where = windows[ok], torch.from_numpy(statics_w[ok]), np.flatnonzero(ok)
         curve: list[float | None] = []
         for n in kept:
-            shuffled = _shuffle_all_but_last(windows[ok], n, rng)
+            shuffled = _shuffle_all_but_last(clean, n, rng)
             sim = np.full(len(windows), np.nan, dtype="float64")
             with torch.no_grad():
-                for b0 in range(0, int(ok.sum()), 4096):
+                for b0 in range(0, len(clean), 4096):
                     xd = torch.from_numpy(shuffled[b0 : b0 + 4096])
-                    xs = torch.from_numpy(statics_w[ok][b0 : b0 + 4096])
-                    sim[np.flatnonzero(ok)[b0 : b0 + 4096]] = model.predict(k, xd, xs).mean(0).numpy()
+                    xs = clean_statics[b0 : b0 + 4096]
+                    sim[where[b0 : b0 + 4096]] = model.predict(k, xd, xs).mean(0).numpy()
             series = np.full((n_cells, n_days), np.nan)
             series[:, seq - 1 :] = sim.reshape(n_cells, -1)
             score = metrics.anomaly_r(series, reference[:, depth], min_n)
             curve.append(float(np.nanmedian(score)) if np.isfinite(score).any() else None)
-        out[_label(depth)] = curve
+        out[layer_label(depth)] = curve
         log.info(
             "lookback: layer %d: %s",
             depth + 1,
@@ -125,13 +127,6 @@ def _shuffle_all_but_last(windows: np.ndarray, n: int, rng: np.random.Generator)
         order = np.argsort(rng.random((len(windows), m)), axis=1)
         out[:, :m] = np.take_along_axis(windows[:, :m], order[..., None], axis=1)
     return out
-
-
-def _label(depth_index: int) -> str:
-    from somocloud.layers import DEPTH_BOUNDS
-
-    a, b = DEPTH_BOUNDS[depth_index]
-    return f"{round(a * 100)}-{round(b * 100)}cm"
 
 
 def memory_days(cfg: RunConfig) -> Sequence[float] | None:

@@ -56,14 +56,15 @@ def report(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     others = table[table["dataset"] != "product"]  # other gridded datasets, for the box plots only
     table = table[table["dataset"] == "product"]
     days = _sampled_days(product.sizes["time"], cfg.report.max_days)
+    values = _product_days(product, days)  # the sampled days, read once for the maps and the profiles
     layers = _layer_labels(product)
     references = _references(cfg, product, days)
 
     figures: list[tuple[str, str, str, Any]] = [
-        ("median_maps", "Long-term median per layer", _caption_days(product, days), _median_maps(product, days, layers)),
+        ("median_maps", "Long-term median per layer", _caption_days(product, days), _median_maps(product, values, layers)),
         ("latitude_profiles", "Latitudinal median profiles", "Median over longitude and the sampled days, "
          "the product against each reference on the product's valid cells.",
-         _latitude_profiles(product, references, days, layers)),
+         _latitude_profiles(product, values, references, layers)),
         ("skill_boxplots", "NRMSE and anomaly r per dataset", "Each gridded dataset against the station "
          "targets and, where it exists, the truth, per held-out cell and layer (evaluate's metrics.csv: the "
          "product, the forcing's reference_sm, evaluate.datasets); boxes span the quartiles, whiskers 1.5 IQR.",
@@ -147,10 +148,10 @@ def _product_days(product: xr.Dataset, days: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- figures
 
 
-def _median_maps(product: xr.Dataset, days: np.ndarray, layers: Sequence[str]) -> Any:
+def _median_maps(product: xr.Dataset, values: np.ndarray, layers: Sequence[str]) -> Any:
+    """`values`: the product on the sampled days, (day, depth, lat, lon)."""
     import matplotlib.pyplot as plt
 
-    values = _product_days(product, days)
     with np.errstate(all="ignore"), _quiet():
         medians = np.nanmedian(values, axis=0)  # (depth, lat, lon)
     lat, lon = product["lat"].values, product["lon"].values
@@ -168,11 +169,10 @@ def _median_maps(product: xr.Dataset, days: np.ndarray, layers: Sequence[str]) -
 
 
 def _latitude_profiles(
-    product: xr.Dataset, references: Mapping[str, np.ndarray], days: np.ndarray, layers: Sequence[str]
+    product: xr.Dataset, values: np.ndarray, references: Mapping[str, np.ndarray], layers: Sequence[str]
 ) -> Any:
     import matplotlib.pyplot as plt
 
-    values = _product_days(product, days)
     valid = np.isfinite(values)
     lat = product["lat"].values
     fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.6), squeeze=False, sharey=True)
