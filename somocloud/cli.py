@@ -63,16 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, config_required=False)
     p = sub.add_parser("synthetic", help=steps.SYNTHETIC.help)
     _common(p, config_required=False)
-    for name, spec in steps.STEPS.items():
+    for name, spec in {**steps.STEPS, **steps.TOOLS}.items():
+        if name == "import-somoml":
+            continue
         p = sub.add_parser(name, help=spec.help)
         _common(p, config_required=False)
-        if name == "predict":
+        if name in ("predict", "extend"):
             p.add_argument(
                 "--parts", type=_parse_parts, help="run only share i of N of the tasks, without Dask"
             )
-    for name, spec in steps.TOOLS.items():
-        if name != "import-somoml":
-            _common(sub.add_parser(name, help=spec.help), config_required=False)
+        if name == "extend":
+            p.add_argument(
+                "--until", help="last day the product should reach, YYYY-MM-DD (sets extend.until)"
+            )
     p = sub.add_parser("import-somoml", help=steps.TOOLS["import-somoml"].help)
     _common(p, config_required=False)
     for option in IMPORT_SOMOML_OPTIONS:
@@ -86,6 +89,8 @@ def _load(args: argparse.Namespace) -> RunConfig:
         overrides.append(f"stores.root={args.root}")
     if args.scheduler_address:
         overrides += ["cluster.kind=address", f"cluster.address={args.scheduler_address}"]
+    if getattr(args, "until", None):
+        overrides.append(f"extend.until={args.until}")
     for option in IMPORT_SOMOML_OPTIONS:
         if getattr(args, option, None):  # quoted, so YAML keeps any URL a string
             overrides.append(f"import_somoml.{option}={json.dumps(getattr(args, option))}")
@@ -134,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.monotonic()
     ctx = Context(show_progress=not args.no_progress, parts=getattr(args, "parts", None))
     try:
+        if args.verb not in ("demo", "run"):  # those check every step's outputs themselves
+            steps.check_outputs_writable(cfg, [args.verb])
         with ctx:
             outputs: dict[str, Any] = _entry(args.verb)(cfg, ctx)
     except KeyboardInterrupt:

@@ -462,6 +462,14 @@ class PublishConfig(Section):
     `SoMo.ml_v1` gives the original product's names."""
     public_href: str | None = None
     """URL analysts use to open the product, if different from `stores.product`."""
+    public_read: bool = False
+    """The product is published for anonymous read: the STAC Zarr asset gets `xarray:storage_options:
+    {"anon": true}` (the only storage option ever published), so `xr.open_dataset(asset, engine="stac")`
+    needs no credentials. Granting the read itself is the bucket's business (policy or `object_acl`)."""
+    object_acl: Literal["public-read", "private"] | None = None
+    """Canned S3 ACL `publish` sets on every object it publishes or links (product, STAC, catalog, report,
+    evaluation, model, NetCDF files), for stores with object ACLs (MinIO, Ceph, moto, ACL-enabled AWS
+    buckets). None leaves ACLs alone; on AWS a bucket policy is the usual way to grant public read."""
     providers: list[ProviderConfig] = Field(
         default_factory=lambda: [ProviderConfig(name="somocloud", roles=["producer", "processor"])]
     )
@@ -491,6 +499,14 @@ class ClusterConfig(Section):
         if self.kind == "address" and not self.address:
             raise ValueError("cluster.address is required when cluster.kind is 'address'")
         return self
+
+
+class ExtendConfig(Section):
+    """`somocloud extend`: add days to a finished product as new forcing arrives (near-real time)."""
+
+    until: dt.date | None = None
+    """Last day the product should hold after `extend` (inclusive; `--until`). Forcing sources must
+    cover it."""
 
 
 class ImportSomomlConfig(Section):
@@ -575,6 +591,8 @@ class RunConfig(Section):
     """Dask cluster."""
     import_somoml: ImportSomomlConfig = Field(default_factory=ImportSomomlConfig)
     """Inputs of `import-somoml` (the published SoMo.ml v1 checkpoint and scalers)."""
+    extend: ExtendConfig = Field(default_factory=ExtendConfig)
+    """`extend`: the day to extend a finished product to."""
 
     def store(self, name: str) -> str:
         """The URL of store `name`: the configured one, else its default under `stores.root`."""

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 def run_steps(cfg: RunConfig, ctx: Context, names: Sequence[str] = steps.RUN_ORDER) -> dict[str, str]:
     """Run the named steps in order; returns every URL they wrote."""
+    steps.check_outputs_writable(cfg, names)
     outputs: dict[str, str] = {}
     for i, name in enumerate(names, start=1):
         log.info("step %d/%d: %s", i, len(names), name)

@@ -63,6 +63,8 @@ DERIVED_INPUTS = {"log_tp": "tp"}
 """Model inputs computed from a forcing variable (see `features.stack_inputs`)."""
 FORCING_INPUTS = frozenset(FORCING_VARIABLES) | frozenset(DERIVED_INPUTS)
 """Dynamic input names `predict` can build from the forcing cube alone."""
+BASE_CONTENT_ID = "somocloud_base_content_id"
+"""Root attribute `extend` sets: the content id this step gave the product before it was extended."""
 _WORKER_ATTR = "_somocloud_models"  # where the plugin keeps loaded models on a Dask worker
 _CELL_METHODS = "time: mean depth: mean area: mean where land"
 
@@ -91,7 +93,8 @@ class PredictTask:
 
     @property
     def id(self) -> str:
-        return f"{self.tile.id}-time-{self.t0:06d}"
+        # t1 too: extending a product recomputes a boundary task [t0, t1) under a new id.
+        return f"{self.tile.id}-time-{self.t0:06d}-{self.t1:06d}"
 
 
 @dataclass(frozen=True)
@@ -155,11 +158,6 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     ensure_template(url, template, product_layout(len(days), grid, cfg.predict))
 
     tasks = plan_tasks(grid, len(days), cfg.predict.tile_size, cfg.predict.time_chunk)
-    markers = stores.markers_for(url)
-    finished = markers.finished()
-    pending = [t for t in tasks if t.id not in finished]
-    if pending and stores.zarr_attrs(url).get("complete"):
-        stores.update_zarr_attrs(url, {"complete": False})  # markers were removed: no longer complete
     spec = TaskSpec(
         product_url=url,
         forcing_url=inputs["forcing"],
@@ -174,23 +172,38 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         forcing_variables=forcing_variables,
         static_variables=static_variables,
     )
+    if run_plan(spec, tasks, tasks, cfg, ctx):
+        finalise(url, tasks)
+    return {"product": url}
+
+
+def run_plan(
+    spec: TaskSpec, tasks: Sequence[PredictTask], plan: Sequence[PredictTask], cfg: RunConfig, ctx: Context
+) -> bool:
+    """Run the unmarked `tasks` (on the cluster, or this process's share with `ctx.parts`); True when every
+    task of `plan` (the product's whole task list) then has its marker, i.e. the product can be finalised."""
+    url = spec.product_url
+    markers = stores.markers_for(url)
+    finished = markers.finished()
+    pending = [t for t in tasks if t.id not in finished]
+    if pending and stores.zarr_attrs(url).get("complete"):
+        stores.update_zarr_attrs(url, {"complete": False})  # markers were removed: no longer complete
     if ctx.parts is not None:
         # Shares are cut from the full task list, so each part always owns the same tasks whatever
         # the others have finished; marked tasks within a share are skipped.
-        share = select_parts(tasks, ctx.parts)
+        share = select_parts(list(tasks), ctx.parts)
         mine = [t for t in share if t.id not in finished]
-        log.info("predict: part %d/%d runs %d of its %d tasks (%d pending of %d in all)",
-                 *ctx.parts, len(mine), len(share), len(pending), len(tasks))  # fmt: skip
+        log.info("%s: part %d/%d runs %d of its %d tasks (%d pending of %d in all)",
+                 STEP, *ctx.parts, len(mine), len(share), len(pending), len(tasks))  # fmt: skip
         for task in mine:
             _log_result(run_task(task, spec))
-        if len(markers.finished() & {t.id for t in tasks}) < len(tasks):
-            log.info("predict: tasks of other parts are still pending; %s not finalised yet", url)
-            return {"product": url}
+        if len(markers.finished() & {t.id for t in plan}) < len(plan):
+            log.info("%s: tasks of other parts are still pending; %s not finalised yet", STEP, url)
+            return False
     elif pending:
-        log.info("predict: %d of %d tasks pending", len(pending), len(tasks))
+        log.info("%s: %d of %d tasks pending", STEP, len(pending), len(tasks))
         run_distributed(spec, pending, ctx.dask(cfg.cluster), cfg.predict.gpu, ctx.show_progress)
-    finalise(url, tasks)
-    return {"product": url}
+    return True
 
 
 def run_distributed(spec: TaskSpec, tasks: Sequence[PredictTask], client: Any, gpu: bool, show: bool) -> None:
@@ -400,9 +413,12 @@ def ensure_template(url: str, template: xr.Dataset, layout: Mapping[str, tuple[i
     pointing at a fresh, empty store."""
     content_id = template.attrs[provenance.CONTENT_ID]
     if stores.exists(stores.join(url, "zarr.json")):
-        existing = stores.zarr_attrs(url).get(provenance.CONTENT_ID)
-        if existing == content_id:
+        attrs = stores.zarr_attrs(url)
+        if attrs.get(provenance.CONTENT_ID) == content_id:
             log.info("predict: resuming %s", url)
+            return "kept"
+        if attrs.get(BASE_CONTENT_ID) == content_id:  # `extend` added days to this very product
+            log.info("predict: %s was extended past this config's period.end; keeping it", url)
             return "kept"
         log.info("predict: inputs or config changed since %s was started; rewriting it", url)
     stores.markers_for(url).clear()

@@ -62,6 +62,7 @@ RUNTIME_ONLY = (
     "ingest.files_per_task",
     "forcing.variables.*.store",
     "import_somoml",
+    "extend",
 )
 
 

@@ -9,10 +9,11 @@ storage options.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -27,7 +28,17 @@ class StoreError(ValueError):
     """A store that cannot be used as an input: the message names the store and the variable or coordinate."""
 
 
+class StoreAccessError(PermissionError):
+    """The credentials in use may not write (or read) a store; the message names the store."""
+
+
 ENDPOINT_ENV = ("SOMOCLOUD_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+# botocore's DEBUG lines print signed requests, session token included: they never pass, whatever the
+# process's log level (`--log-level DEBUG` must not put credentials into logs).
+for _name in ("botocore", "aiobotocore"):
+    if logging.getLogger(_name).level < logging.INFO:  # NOTSET would inherit DEBUG from the root
+        logging.getLogger(_name).setLevel(logging.INFO)
 
 # Run-time options per protocol (e.g. {"s3": {"anon": True}}), set by API users; process-local.
 _RUNTIME_OPTIONS: dict[str, dict[str, Any]] = {}
@@ -221,13 +232,20 @@ def zarr_attrs(url: str) -> dict[str, Any]:
     return dict(group.attrs)
 
 
-def update_zarr_attrs(url: str, attrs: Mapping[str, Any], consolidate: bool = True) -> None:
-    """Merge `attrs` into a Zarr store's root attributes and re-consolidate its metadata."""
+def update_zarr_attrs(
+    url: str, attrs: Mapping[str, Any], consolidate: bool = True, remove: Sequence[str] = ()
+) -> None:
+    """Merge `attrs` into a Zarr store's root attributes (dropping the keys in `remove`) and re-consolidate
+    its metadata."""
     import zarr
 
     store = zarr_store(url)
     group = zarr.open_group(store, mode="r+")
-    group.attrs.update(dict(attrs))
+    if remove:
+        kept = {k: v for k, v in group.attrs.asdict().items() if k not in remove}
+        group.attrs.put(kept | dict(attrs))
+    else:
+        group.attrs.update(dict(attrs))
     if consolidate:
         zarr.consolidate_metadata(store)
 
@@ -262,3 +280,34 @@ class Markers:
 def markers_for(store_url: str) -> Markers:
     """The markers of the tasks that write `store_url` (a sibling prefix, so the store stays pure Zarr)."""
     return Markers(store_url.rstrip("/") + ".progress")
+
+
+WRITE_PROBE = ".somocloud-write-probe"
+
+
+def check_writable(url: str) -> None:
+    """Fail plainly, before any work, when this process's credentials cannot write under `url`.
+
+    Writes and removes one small probe object next to the store (S3 only: local and memory stores report
+    their own errors). Raises `StoreAccessError` naming the store; never echoes a key."""
+    if protocol(url) != "s3":
+        return
+    probe = url.rstrip("/") + WRITE_PROBE
+    try:
+        write_bytes(probe, b"")
+        remove(probe)
+    except PermissionError as exc:
+        raise StoreAccessError(
+            f"{url}: access denied when writing. The S3 credentials in use can not write here (read-only "
+            "credentials?); give this step credentials allowed to put and delete objects under this prefix"
+            f" ({type(exc).__name__}: {_scrub(str(exc))})"
+        ) from None
+
+
+def _scrub(message: str) -> str:
+    """`message` without any storage-option value (endpoint, keys) of this process."""
+    for value in (*[os.environ.get(v) for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")],
+                  *[v for opts in _RUNTIME_OPTIONS.values() for v in opts.values()]):  # fmt: skip
+        if isinstance(value, str) and value:
+            message = message.replace(value, "***")
+    return message

@@ -14,6 +14,7 @@ from somocloud.config import RunConfig, config_from_dict
 # A distinctive secret: tests grep every output and log for it.
 SECRET_KEY = "s3cr3t-SOMOCLOUD-test-key-do-not-leak"
 ACCESS_KEY = "somocloudtestaccess"
+SESSION_TOKEN = "t0ken-SOMOCLOUD-planted-session-token"
 BUCKET = "somocloud-test"
 
 
@@ -30,6 +31,7 @@ def s3_endpoint() -> Iterator[str]:
     env = {
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_SESSION_TOKEN": SESSION_TOKEN,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
     }

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from somocloud import pipeline, steps, stores
 from somocloud.config import RunConfig
 from somocloud.context import Context
 
-from .conftest import BUCKET, SECRET_KEY, tiny_config
+from .conftest import BUCKET, SECRET_KEY, SESSION_TOKEN, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -146,9 +147,12 @@ def test_tiny_world_on_s3_opened_by_analysts(
 
     caplog.set_level("DEBUG")
     root = f"s3://{BUCKET}/e2e"
-    cfg = tiny_config(root)
+    # Published for anonymous read: the STAC asset says so, and publish grants it by object ACL.
+    cfg = tiny_config(root, publish={"public_read": True, "object_acl": "public-read"})
     with Context(show_progress=True) as ctx:
         outputs = pipeline.demo(cfg, ctx)
+        steps.entry("export-netcdf")(cfg, ctx)
+        steps.entry("publish")(cfg, ctx)  # again: now with one STAC Item per year of NetCDF files
     assert outputs["product"].startswith("s3://")
 
     so = {"endpoint_url": s3_endpoint}
@@ -163,11 +167,50 @@ def test_tiny_world_on_s3_opened_by_analysts(
     summary = stores.read_json(stores.join(cfg.store("evaluation"), "summary.json"))
     assert _heldout_truth_anomaly_r(summary) > 0.3
 
+    # Analysts, in a process without somocloud, anonymously and with keys: the three documented ways.
+    product = xr.open_zarr(cfg.store("product"), storage_options=so)
+    day0 = float(np.nansum(product["soil_moisture"].isel(time=0).values))
+    private = stores.join(cfg.store("targets"), "zarr.json")
+    for access in ("anon", "keys"):
+        got = _run_analyst(
+            [cfg.store("catalog"), cfg.store("product"), stores.join(cfg.store("stac"), "collection.json"),
+             private, access], s3_endpoint, with_keys=access == "keys",
+        )  # fmt: skip
+        for way in ("intake_whole", "open_zarr", "stac"):
+            assert got[way] == pytest.approx(day0, rel=1e-6), (access, way)
+        assert got["intake_layer1"] == pytest.approx(got["open_zarr_layer1"], rel=1e-6)
+        assert got["sizes"] == dict(product.sizes)
+        assert "soil_moisture_30_50cm" in got["catalog_entries"]
+        assert got["items"] == ["./items/somocloud-tiny-2020.json"]
+        assert got["private_readable"] is (access == "keys"), "only published objects are public"
+
     # No output object, attribute, catalog or log line holds the secret key.
     fs, path = stores.filesystem(root)
     objects = fs.find(path)
     assert len(objects) > 50
-    leaks = [o for o in objects if SECRET_KEY.encode() in fs.cat_file(o)]
+    planted = [SECRET_KEY, SESSION_TOKEN, s3_endpoint]  # the endpoint is no secret, but is never published
+    leaks = [(o, p) for o in objects for p in planted if p.encode() in fs.cat_file(o)]
     assert leaks == []
+    assert any(o.endswith(".nc") for o in objects) and any("/items/" in o for o in objects)
     out, err = capfd.readouterr()
-    assert SECRET_KEY not in out + err + caplog.text
+    assert not [p for p in planted[:2] if p in out + err + caplog.text]
+
+
+def _run_analyst(args: list[str], endpoint: str, with_keys: bool) -> dict:
+    """`tests/analyst.py` in `python -S` with only site-packages on its path (somocloud not importable),
+    the endpoint in the environment and keys only when asked."""
+    paths = sysconfig.get_paths()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "PYTHONPATH"}
+    env |= {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys([paths["purelib"], paths["platlib"]])),
+    }
+    if with_keys:
+        env |= {"AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}  # fmt: skip
+    script = Path(__file__).with_name("analyst.py")
+    proc = subprocess.run([sys.executable, "-S", str(script), *args], capture_output=True, text=True,
+                          env=env, cwd=script.parent, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -232,4 +232,4 @@ def _task_of(chunk_key: str) -> str | None:
     if len(parts) != 6:
         return None
     t, i, j = int(parts[2]), int(parts[4]), int(parts[5])
-    return f"tile-{i * TILE:05d}-{j * TILE:05d}-time-{t * TIME_CHUNK:06d}"
+    return f"tile-{i * TILE:05d}-{j * TILE:05d}-time-{t * TIME_CHUNK:06d}-{(t + 1) * TIME_CHUNK:06d}"  # 120 = 6 x 20

@@ -46,15 +46,36 @@ def _side_links(cfg: RunConfig, stac_dir: str) -> list[Any]:
         LinkSpec("related", href_from(stac_dir, cfg.store("catalog")), "application/yaml", "Intake catalog")
     ]
     documents = [
-        (stores.join(cfg.store("model"), "manifest.json"), "Model artifact manifest"),
-        (stores.join(cfg.store("evaluation"), "summary.json"), "Evaluation summary (skill)"),
+        ("related", "model", "manifest.json", "application/json", "Model artifact manifest"),
+        ("related", "evaluation", "summary.json", "application/json", "Evaluation summary (skill)"),
+        ("describedby", "report", "index.html", "text/html", "Validation report"),
     ]
-    for url, title in documents:
+    for rel, store, name, media_type, title in documents:
+        url = stores.join(cfg.store(store), name)
         if stores.exists(url):
-            links.append(LinkSpec("related", href_from(stac_dir, url), "application/json", title))
+            links.append(LinkSpec(rel, href_from(stac_dir, url), media_type, title))
         else:
             log.warning("%s not found at %s: the collection will not link it", title, url)
     return links
+
+
+PUBLISHED_STORES = ("product", "stac", "catalog", "report", "evaluation", "model", "netcdf")
+"""What `publish.object_acl` applies to: the product and everything the collection links."""
+
+
+def apply_object_acl(cfg: RunConfig, acl: str) -> int:
+    """Set the canned ACL `acl` on every S3 object of the published stores; returns how many."""
+    count = 0
+    for name in PUBLISHED_STORES:
+        url = cfg.store(name)
+        if stores.protocol(url) != "s3":
+            continue
+        fs, path = stores.filesystem(url)
+        objects = [path] if fs.isfile(path) else fs.find(path)
+        for key in objects:
+            fs.chmod(key, acl)
+        count += len(objects)
+    return count
 
 
 def _catalog_metadata(cfg: RunConfig, attrs: dict[str, Any], collection_href: str) -> dict[str, Any]:
@@ -79,6 +100,7 @@ def publish(cfg: RunConfig, ctx: Context) -> dict[str, str]:
 
     Returns `{"stac": <collection.json URL>, "catalog": <catalog URL>}`."""
     from somocloud.publish import intake_catalog, stac
+    from somocloud.publish.netcdf import exported_files
 
     product_url = cfg.store("product")
     attrs = check_complete(product_url)
@@ -91,8 +113,13 @@ def publish(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     collection = stac.build_collection(
         cfg, ds, public or href_from(stac_dir, product_url), _side_links(cfg, stac_dir)
     )
-    stac.write_collection(collection, collection_url)
-    log.info("wrote STAC collection %s (validated offline)", collection_url)
+    items_dir = stores.join(stac_dir, "items")
+    files = {
+        year: [(layer, href_from(items_dir, url)) for layer, url in layers]
+        for year, layers in exported_files(cfg, ds).items()
+    }
+    written = stac.write_collection(collection, collection_url, stac.year_items(cfg, ds, files))
+    log.info("wrote STAC collection %s with %d items (validated offline)", collection_url, len(written) - 1)
 
     bounds = ds["depth_bnds"].values.tolist() if "depth_bnds" in ds else DEPTH_BOUNDS.tolist()
     cat = intake_catalog.build_catalog(
@@ -108,4 +135,7 @@ def publish(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     if public is None:  # a public URL may not be reachable from here; the stores are
         intake_catalog.check_catalog(catalog_url, names)
     log.info("wrote Intake catalog %s with entries %s", catalog_url, ", ".join(names))
+    if cfg.publish.object_acl:
+        n = apply_object_acl(cfg, cfg.publish.object_acl)
+        log.info("set ACL %s on %d published objects", cfg.publish.object_acl, n)
     return {"stac": collection_url, "catalog": catalog_url}

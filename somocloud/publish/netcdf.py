@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import tempfile
 from typing import Any
 
@@ -46,11 +47,28 @@ def export_netcdf(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     for k in range(product.sizes["depth"]):
         for year in np.unique(years):
             ds = layer_year(product.isel(depth=k, time=np.flatnonzero(years == year)), attrs, cfg, k + 1)
-            name = f"{prefix}_layer{k + 1}_{year}.nc"
-            _write(ds, stores.join(out, name))
+            _write(ds, stores.join(out, netcdf_name(prefix, k + 1, int(year))))
             written += 1
     log.info("export-netcdf: wrote %d files to %s", written, out)
     return {"netcdf": out}
+
+
+def netcdf_name(prefix: str, layer: int, year: int) -> str:
+    """File name of one layer and year: `<prefix>_layer<k>_<YYYY>.nc`."""
+    return f"{prefix}_layer{layer}_{year}.nc"
+
+
+def exported_files(cfg: RunConfig, product: xr.Dataset) -> dict[int, list[tuple[int, str]]]:
+    """The export's files that exist for `product`: year → [(layer, url)], years with every layer only."""
+    prefix = cfg.publish.netcdf_prefix or cfg.publish.collection_id
+    out = cfg.store("netcdf")
+    present = {posixpath.basename(u) for u in stores.list_files(out, ".nc")}
+    files: dict[int, list[tuple[int, str]]] = {}
+    for year in np.unique(pd.DatetimeIndex(product["time"].values).year):
+        names = [netcdf_name(prefix, k, int(year)) for k in range(1, product.sizes["depth"] + 1)]
+        if all(name in present for name in names):
+            files[int(year)] = [(k, stores.join(out, name)) for k, name in enumerate(names, start=1)]
+    return files
 
 
 def layer_year(sub: xr.Dataset, product_attrs: dict[str, Any], cfg: RunConfig, layer: int) -> xr.Dataset:

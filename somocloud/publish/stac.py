@@ -19,6 +19,7 @@ import xarray as xr
 
 from somocloud import stores
 from somocloud.config import RunConfig
+from somocloud.publish._hrefs import parent
 
 if TYPE_CHECKING:
     import pystac
@@ -237,12 +238,70 @@ def build_collection(
     collection.add_asset("zarr", asset)
     XarrayAssetsExtension.ext(asset, add_if_missing=True)  # declares the extension on the collection
     asset.extra_fields["xarray:open_kwargs"] = dict(OPEN_KWARGS) | {"chunks": stores.write_unit_chunks(ds)}
+    if pub.public_read:
+        asset.extra_fields["xarray:storage_options"] = dict(PUBLIC_STORAGE_OPTIONS)
     collection.add_link(
         pystac.Link("related", METHOD_DOI_URL, media_type="text/html", title=f"Method: {METHOD_CITATION}")
     )
     for link in links:
         collection.add_link(pystac.Link(link.rel, link.href, media_type=link.media_type, title=link.title))
     return collection
+
+
+NETCDF_MEDIA_TYPE = "application/netcdf"
+
+
+def year_items(
+    cfg: RunConfig, ds: xr.Dataset, files: Mapping[int, Sequence[tuple[int, str]]]
+) -> list[pystac.Item]:
+    """One Item per year of the NetCDF export (SoMo.ml v1's distribution unit), one asset per layer.
+
+    `files` maps a year to (layer, href) pairs; the Item spans the product's days of that year."""
+    import pandas as pd
+    import pystac
+
+    bbox = spatial_bbox(ds, cfg.grid.resolution)
+    west, south, east, north = bbox
+    geometry = {
+        "type": "Polygon",
+        "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+    }
+    bounds = ds["depth_bnds"].values.tolist()
+    time = ds["time"].values
+    years = pd.DatetimeIndex(time).year
+    items = []
+    for year, layers in sorted(files.items()):
+        days = time[years == year]
+        if not days.size:
+            continue
+        item = pystac.Item(
+            id=f"{cfg.publish.collection_id}-{year}",
+            geometry=geometry,
+            bbox=bbox,
+            datetime=None,
+            start_datetime=_utc(days[0]),
+            end_datetime=_utc(days[-1]),
+            properties={"title": f"{cfg.publish.title}, {year}"},
+            collection=cfg.publish.collection_id,
+        )
+        for layer, href in layers:
+            top, bottom = bounds[layer - 1]
+            item.add_asset(
+                f"layer{layer}",
+                pystac.Asset(
+                    href=href,
+                    title=f"Layer {layer} ({top * 100:g}-{bottom * 100:g} cm), {year}: CF-1.11 NetCDF",
+                    media_type=NETCDF_MEDIA_TYPE,
+                    roles=["data"],
+                ),
+            )
+        items.append(item)
+    return items
+
+
+def item_url(stac_dir: str, item: pystac.Item) -> str:
+    """Where an Item of the collection at `<stac_dir>/collection.json` is written."""
+    return stores.join(stac_dir, "items", f"{item.id}.json")
 
 
 def collection_dict(collection: pystac.Collection, url: str) -> dict[str, Any]:
@@ -252,17 +311,42 @@ def collection_dict(collection: pystac.Collection, url: str) -> dict[str, Any]:
     return data
 
 
+PUBLIC_STORAGE_OPTIONS = {"anon": True}
+"""The only storage options ever published: those of a product published for anonymous read."""
+
+
 def assert_no_storage_options(data: Mapping[str, Any], where: str) -> None:
-    """Refuse to publish any `xarray:storage_options` (endpoints and keys are run-time only)."""
-    text = json.dumps(data)
-    if "storage_options" in text:
-        raise ValueError(f"{where}: storage options must not be published in STAC")
+    """Refuse to publish storage options (endpoints and keys are run-time only), except `{"anon": true}`
+    as the asset's `xarray:storage_options`."""
+    assets = dict(data.get("assets", {}))
+    public = [a.get("xarray:storage_options") for a in assets.values() if "xarray:storage_options" in a]
+    rest = {**data, "assets": {k: {f: v for f, v in a.items() if f != "xarray:storage_options"}
+                               for k, a in assets.items()}}  # fmt: skip
+    if "storage_options" in json.dumps(rest) or any(o != PUBLIC_STORAGE_OPTIONS for o in public):
+        raise ValueError(
+            f"{where}: storage options must not be published in STAC (only {PUBLIC_STORAGE_OPTIONS})"
+        )
 
 
-def write_collection(collection: pystac.Collection, url: str) -> str:
-    """Validate offline and write `collection` as JSON to `url`; returns `url`."""
+def write_collection(collection: pystac.Collection, url: str, items: Sequence[pystac.Item] = ()) -> list[str]:
+    """Validate offline and write `collection` as JSON to `url`, and its `items` next to it (`item_url`);
+    returns the URLs written, the collection's first. Items are written first, so a reader who finds the
+    collection finds its items."""
+    validator = offline_validator()
+    stac_dir = parent(url)
+    collection.set_self_href(url)
+    for item in items:
+        collection.add_item(item)
+        item.set_self_href(item_url(stac_dir, item))
     validate_collection(collection)
+    written = []
+    for item in items:
+        item.validate(validator=validator)
+        data = item.to_dict(include_self_link=False, transform_hrefs=True)
+        assert_no_storage_options(data, item_url(stac_dir, item))
+        stores.write_text(item_url(stac_dir, item), json.dumps(data, indent=2) + "\n")
+        written.append(item_url(stac_dir, item))
     data = collection_dict(collection, url)
     assert_no_storage_options(data, url)
     stores.write_text(url, json.dumps(data, indent=2) + "\n")
-    return url
+    return [url, *written]
