@@ -386,6 +386,9 @@ class PredictConfig(Section):
     """Windows per forward pass (memory knob)."""
     gpu: bool = False
     """Submit tasks with `resources={"GPU": 1}` (workers must declare it); workers use CUDA when present."""
+    parts_wait_s: float = Field(3600.0, ge=0)
+    """With `--parts i/N`, part 1 writes the product template (or starts an `extend`) and parts 2..N wait
+    up to this many seconds for it, polling, so an Indexed Job's pods can all start at once."""
 
     @model_validator(mode="after")
     def _inner_chunks_divide_the_shard(self) -> PredictConfig:

@@ -5,12 +5,17 @@ Nothing in a Context is ever written to an output."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from somocloud.config import ClusterConfig
 
 log = logging.getLogger(__name__)
+
+POLL_S = 5.0
+"""Seconds between two looks of a part waiting for part 1."""
 
 
 @dataclass
@@ -56,3 +61,19 @@ def select_parts(items: list[Any], parts: tuple[int, int] | None) -> list[Any]:
         return items
     i, n = parts
     return items[i - 1 :: n]
+
+
+def wait_for_first_part(ready: Callable[[], bool], what: str, ctx: Context, timeout_s: float) -> None:
+    """With `--parts i/N`, i > 1: wait until part 1 has made `what` (`ready()` true), polling; raise after
+    `timeout_s`. Part 1 and runs without `--parts` return at once (they make it themselves)."""
+    if ctx.parts is None or ctx.parts[0] == 1:
+        return
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"part {ctx.parts[0]}/{ctx.parts[1]}: part 1 has not made {what} within {timeout_s:g} s; "
+                "start or rerun part 1 (it writes it), then rerun this part"
+            )
+        log.info("part %d/%d: waiting for part 1 to make %s", *ctx.parts, what)
+        time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))

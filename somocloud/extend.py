@@ -37,7 +37,7 @@ import xarray as xr
 from somocloud import predict as pr
 from somocloud import provenance, stores
 from somocloud.config import RunConfig
-from somocloud.context import Context
+from somocloud.context import Context, wait_for_first_part
 from somocloud.grid import Grid
 from somocloud.layers import N_LAYERS
 
@@ -56,6 +56,9 @@ def extend(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     if until is None:
         raise ValueError("extend needs the last day to reach: --until YYYY-MM-DD (config key extend.until)")
     url = cfg.store("product")
+    # Parts 2..N of `--parts` wait for part 1 to build the forcing and start the extension.
+    wait_for_first_part(lambda: _started(url, until), f"the extension of {url} to {until}", ctx,
+                        cfg.predict.parts_wait_s)  # fmt: skip
     attrs = _product_attrs(url)
     record = json.loads(attrs[IN_PROGRESS]) if IN_PROGRESS in attrs else None
     if record is not None and record["until"] != until.isoformat():
@@ -156,6 +159,16 @@ def extend(cfg: RunConfig, ctx: Context) -> dict[str, str]:
 
         outputs |= publish(cfg, ctx)  # the collection's extent and the catalog follow the product
     return outputs
+
+
+def _started(url: str, until: dt.date) -> bool:
+    """An extension to `until` is under way, or done."""
+    if not stores.exists(stores.join(url, "zarr.json")):
+        return False
+    attrs = stores.zarr_attrs(url)
+    if IN_PROGRESS in attrs:
+        return bool(json.loads(attrs[IN_PROGRESS])["until"] == until.isoformat())
+    return any(h["until"] == until.isoformat() for h in json.loads(attrs.get(HISTORY, "[]")))
 
 
 def _product_attrs(url: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import xarray as xr
 
 from somocloud import provenance, stores
 from somocloud.config import PredictConfig, RunConfig
-from somocloud.context import Context, select_parts
+from somocloud.context import Context, select_parts, wait_for_first_part
 from somocloud.grid import Grid, Tile
 from somocloud.layers import (
     DEPTH_BOUNDS,
@@ -155,6 +155,9 @@ def predict(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     }
     days = product_days(cfg.period.start, cfg.period.end)
     template = product_template(grid, days, attrs)
+    content_id = str(attrs[provenance.CONTENT_ID])
+    wait_for_first_part(lambda: template_matches(url, content_id), f"the template of {url}", ctx,
+                        cfg.predict.parts_wait_s)  # fmt: skip
     ensure_template(url, template, product_layout(len(days), grid, cfg.predict))
 
     tasks = plan_tasks(grid, len(days), cfg.predict.tile_size, cfg.predict.time_chunk)
@@ -406,20 +409,25 @@ def product_template(grid: Grid, days: np.ndarray, attrs: Mapping[str, Any]) -> 
     return xr.Dataset(variables, coords=coords, attrs=dict(attrs))
 
 
+def template_matches(url: str, content_id: str) -> bool:
+    """A product template exists at `url` and was made for `content_id` (or extended from it)."""
+    if not stores.exists(stores.join(url, "zarr.json")):
+        return False
+    attrs = stores.zarr_attrs(url)
+    return content_id in (attrs.get(provenance.CONTENT_ID), attrs.get(BASE_CONTENT_ID))
+
+
 def ensure_template(url: str, template: xr.Dataset, layout: Mapping[str, tuple[int, ...]]) -> str:
     """Write the template unless one with the same content id exists; returns 'kept' or 'written'.
 
     Markers are cleared before a template is (re)written, so a crash in between leaves no marker
     pointing at a fresh, empty store."""
     content_id = template.attrs[provenance.CONTENT_ID]
+    if template_matches(url, content_id):
+        extended = stores.zarr_attrs(url).get(BASE_CONTENT_ID) == content_id  # `extend` added days to it
+        log.info("predict: %s %s", "keeping the extended" if extended else "resuming", url)
+        return "kept"
     if stores.exists(stores.join(url, "zarr.json")):
-        attrs = stores.zarr_attrs(url)
-        if attrs.get(provenance.CONTENT_ID) == content_id:
-            log.info("predict: resuming %s", url)
-            return "kept"
-        if attrs.get(BASE_CONTENT_ID) == content_id:  # `extend` added days to this very product
-            log.info("predict: %s was extended past this config's period.end; keeping it", url)
-            return "kept"
         log.info("predict: inputs or config changed since %s was started; rewriting it", url)
     stores.markers_for(url).clear()
     encoding: dict[str, dict[str, Any]] = {

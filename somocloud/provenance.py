@@ -57,6 +57,7 @@ RUNTIME_ONLY = (
     "cluster",
     "predict.batch_windows",
     "predict.gpu",
+    "predict.parts_wait_s",
     "evaluate.cells_per_batch",
     "ingest.parallel_min_files",
     "ingest.files_per_task",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,43 @@ def test_resume_runs_only_unmarked_tasks(
     caplog.clear()
     predict(cfg, ctx)  # nothing left to do
     assert not [r for r in caplog.records if r.getMessage().startswith("predict: part ")]
+
+
+def test_later_parts_wait_for_part_one_to_write_the_template(
+    world: dict[str, Any], baseline: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Indexed Job starts every part at once: parts 2..N must not race part 1 for the template."""
+    import threading
+
+    from somocloud import context
+
+    monkeypatch.setattr(context, "POLL_S", 0.2)
+    lonely = make_config(world["root"], str(world["root"] / "lonely" / "product.zarr"), {"parts_wait_s": 0.5})
+    with pytest.raises(TimeoutError, match=r"part 2/2: part 1 has not made the template of .*lonely"):
+        predict(lonely, Context(parts=(2, 2), show_progress=False))
+    assert not stores.exists(stores.join(lonely.store("product"), "zarr.json"))  # part 2 wrote nothing
+
+    cfg = make_config(world["root"], str(world["root"] / "indexed" / "product.zarr"))
+    errors: list[BaseException] = []
+
+    def part_two() -> None:
+        try:
+            predict(cfg, Context(parts=(2, 2), show_progress=False))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    second = threading.Thread(target=part_two)
+    second.start()  # first: it waits
+    time.sleep(1.0)
+    assert not stores.exists(stores.join(cfg.store("product"), "zarr.json"))
+    predict(cfg, Context(parts=(1, 2), show_progress=False))
+    second.join(timeout=300)
+    assert not errors and not second.is_alive()
+    predict(cfg, Context(parts=(1, 2), show_progress=False))  # whichever finished last, now finalised
+    ds = stores.open_zarr(cfg.store("product"), chunks=None).load()
+    assert ds.attrs["complete"] is True
+    for name in ("soil_moisture", "soil_moisture_spread"):
+        np.testing.assert_array_equal(ds[name].values, baseline["ds"][name].values)
 
 
 def test_parts_equal_the_full_run(world: dict[str, Any], baseline: dict[str, Any]) -> None:
