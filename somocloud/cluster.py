@@ -73,7 +73,7 @@ def _kubernetes(cfg: ClusterConfig) -> Any:
         ) from exc
     from distributed import Client
 
-    cluster = KubeCluster(name="somocloud", n_workers=cfg.n_workers)
+    cluster = KubeCluster(**({"name": "somocloud", "n_workers": cfg.n_workers} | cfg.options))
     return Client(cluster, set_as_default=False)
 
 
@@ -85,7 +85,7 @@ def _coiled(cfg: ClusterConfig) -> Any:
         raise RuntimeError(
             "cluster.kind=coiled needs the coiled extra: pip install 'somocloud[coiled]'"
         ) from exc
-    cluster = coiled.Cluster(n_workers=cfg.n_workers)
+    cluster = coiled.Cluster(**({"n_workers": cfg.n_workers} | cfg.options))
     return cluster.get_client()
 
 

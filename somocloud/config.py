@@ -483,6 +483,10 @@ class PublishConfig(Section):
     """STAC keywords."""
 
 
+CREDENTIAL_WORDS = ("secret", "password", "token", "credential", "access_key", "private_key")
+"""Words that mark an option key as a credential."""
+
+
 class ClusterConfig(Section):
     """Which Dask cluster runs the distributed steps."""
 
@@ -496,6 +500,21 @@ class ClusterConfig(Section):
     """Threads per local worker."""
     memory_limit: str = "auto"
     """Memory limit per local worker (dask syntax)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the cluster class of `kubernetes` (`dask_kubernetes.operator.KubeCluster`, e.g.
+    `image`, `resources`, `namespace`) or `coiled` (`coiled.Cluster`, e.g. `worker_gpu`, `region`,
+    `software`, `worker_vm_types`). Never credentials: keys that name one are refused; clusters get their
+    cloud credentials from the environment or the platform."""
+
+    @field_validator("options")
+    @classmethod
+    def _no_credential_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if any(word in key.lower() for word in CREDENTIAL_WORDS):
+                raise ValueError(
+                    f"cluster.options.{key}: credentials never go in the config; give them by environment"
+                )
+        return value
 
     @model_validator(mode="after")
     def _address_given(self) -> ClusterConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,6 +125,65 @@ def test_cluster_factory_local_and_unknown_extras() -> None:
         cluster = client.cluster
         client.close()
         cluster.close()
+
+
+def test_scheduler_address_path_uses_a_running_scheduler() -> None:
+    from distributed import LocalCluster
+
+    from somocloud.cli import _load, build_parser
+    from somocloud.cluster import make_client
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as running:
+        args = build_parser().parse_args(["predict", "--scheduler-address", running.scheduler_address])
+        cfg = _load(args)
+        assert cfg.cluster.kind == "address" and cfg.cluster.address == running.scheduler_address
+        client = make_client(cfg.cluster)
+        try:
+            assert client.scheduler.address == running.scheduler_address
+            assert client.submit(lambda x: x * 3, 2).result() == 6
+        finally:
+            client.close()
+
+
+def test_coiled_and_kubernetes_are_optional_extras_with_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from somocloud.cluster import make_client
+
+    for kind, extra in (("coiled", "coiled"), ("kubernetes", "k8s")):
+        monkeypatch.setitem(sys.modules, "coiled" if kind == "coiled" else "dask_kubernetes", None)
+        with pytest.raises(RuntimeError, match=rf"pip install 'somocloud\[{extra}\]'"):
+            make_client(ClusterConfig(kind=kind))
+    # A stand-in `coiled` module records what the factory asks Coiled for.
+    made: dict[str, object] = {}
+
+    class Cluster:
+        def __init__(self, **kwargs: object) -> None:
+            made.update(kwargs)
+
+        def get_client(self) -> str:
+            return "client"
+
+    monkeypatch.setitem(sys.modules, "coiled", types.SimpleNamespace(Cluster=Cluster))
+    cfg = ClusterConfig(kind="coiled", n_workers=6, options={"worker_gpu": 1, "region": "eu-central-1"})
+    assert make_client(cfg) == "client"
+    assert made == {"n_workers": 6, "worker_gpu": 1, "region": "eu-central-1"}
+    with pytest.raises(ValueError, match=r"cluster\.options\.aws_secret_access_key: credentials never"):
+        ClusterConfig(kind="coiled", options={"aws_secret_access_key": "x"})
+
+
+def test_deploy_examples_are_valid_configs() -> None:
+    import yaml
+
+    from somocloud.config import config_from_dict
+
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    examples = sorted(deploy.glob("*.yaml"))
+    assert examples
+    for path in examples:
+        cfg = config_from_dict({"cluster": yaml.safe_load(path.read_text())["cluster"]}, str(path))
+        assert cfg.cluster.kind in ("coiled", "address", "kubernetes")
 
 
 def test_content_id_ignores_runtime_settings_and_locations(tmp_path) -> None:

@@ -86,3 +86,31 @@ def test_credentials_only_by_reference() -> None:
                     container["name"],
                 )
                 assert not container.get("env"), "no literal environment values"
+
+
+def test_indexed_job_runs_every_part_once_with_gpus() -> None:
+    import subprocess
+
+    from kubernetes import client
+
+    from somocloud.cli import build_parser
+
+    doc = _manifests()["predict-indexed-job.yaml"]
+    job = client.V1Job.model_validate(doc)
+    spec = job.spec
+    assert spec.completion_mode == "Indexed" and spec.parallelism <= spec.completions
+    pod = spec.template.spec
+    assert pod.restart_policy == "Never" and spec.backoff_limit_per_index  # per-index retries need Never
+    (container,) = pod.containers
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    # The pod's shell line, run for every index with a stand-in `somocloud` that prints its arguments.
+    parts = []
+    for index in range(spec.completions):
+        line = f'somocloud() {{ printf "%s\\n" "$@"; }}; {container.args[0]}'
+        out = subprocess.run([*container.command, line], env={"JOB_COMPLETION_INDEX": str(index)},
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        args, extra = build_parser().parse_known_args(out.splitlines())
+        assert args.verb == "predict" and args.config == "/config/run.yaml" and not extra
+        parts.append(args.parts)
+    n = spec.completions
+    assert parts == [(i, n) for i in range(1, n + 1)], "each share once, and N matches completions"

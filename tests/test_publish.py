@@ -239,7 +239,10 @@ def test_intake_catalog_local_round_trip(local_run: tuple[RunConfig, xr.Dataset]
     publish(cfg, Context(show_progress=False))  # a rerun replaces both files with the same content
     assert Path(cfg.store("catalog")).read_text() == first
     cat = intake.open_catalog(cfg.store("catalog"))
-    assert list(cat) == ["soil_moisture", *LAYER_ENTRIES]
+    versioned = [
+        n.replace("soil_moisture", "soil_moisture_v9_9_9", 1) for n in ["soil_moisture", *LAYER_ENTRIES]
+    ]
+    assert list(cat) == ["soil_moisture", *LAYER_ENTRIES, "soil_moisture_layer", *versioned]
     assert cat.metadata["name"] == "tiny-sm" and cat.metadata["version"] == "9.9.9"
     assert cat.metadata["stac"] == "./stac/collection.json"
     whole = cat.soil_moisture.read()
@@ -259,6 +262,51 @@ def test_intake_catalog_local_round_trip(local_run: tuple[RunConfig, xr.Dataset]
     )
 
 
+def test_catalog_depth_parameter_is_validated(local_run: tuple[RunConfig, xr.Dataset]) -> None:
+    import intake
+
+    cfg, ds = local_run
+    publish(cfg, Context(show_progress=False))
+    cat = intake.open_catalog(cfg.store("catalog"))
+    first = cat.soil_moisture_layer.read()["soil_moisture"].values  # the default: the top layer
+    np.testing.assert_array_equal(first, ds["soil_moisture"].values[:, 0])
+    for k, depth in enumerate(DEPTHS):
+        got = cat(depth=float(depth)).soil_moisture_layer.read()["soil_moisture"].values
+        np.testing.assert_array_equal(got, ds["soil_moisture"].values[:, k])
+    with pytest.raises(ValueError, match="Could not validate"):
+        cat(depth=0.3).soil_moisture_layer.read()  # between layers: refused, not the nearest one
+
+
+def test_catalog_keeps_the_entries_of_every_published_version(tmp_path: Path) -> None:
+    import intake
+
+    old = _config(str(tmp_path / "run"))  # version 9.9.9
+    ds_old = _write_product(old)
+    publish(old, Context(show_progress=False))
+    new = old.model_copy(update={"product_version": "10.0.0"})
+    new = new.model_copy(
+        update={"stores": new.stores.model_copy(update={"product": str(tmp_path / "v10.zarr")})}
+    )
+    ds_new = _write_product(new)
+    ds_new["soil_moisture"][:] = ds_old["soil_moisture"].values + 1  # tell them apart
+    stores.write_zarr(ds_new, new.store("product"), encoding={"soil_moisture": {"chunks": (10, 3, 2, 2)}})
+    publish(new, Context(show_progress=False))
+    publish(new, Context(show_progress=False))  # republishing a version replaces its entries only
+    cat = intake.open_catalog(new.store("catalog"))
+    names = list(cat)
+    assert cat.metadata["versions"] == ["10.0.0", "9.9.9"]
+    for tag in ("v9_9_9", "v10_0_0"):
+        assert [n for n in names if n.startswith(f"soil_moisture_{tag}")] == [
+            f"soil_moisture_{tag}",
+            *(n.replace("soil_moisture", f"soil_moisture_{tag}", 1) for n in LAYER_ENTRIES),
+        ]
+    old_top = cat.soil_moisture_v9_9_9_0_10cm.read()["soil_moisture"].values
+    np.testing.assert_array_equal(old_top, ds_old["soil_moisture"].values[:, 0])
+    latest = cat.soil_moisture_0_10cm.read()["soil_moisture"].values
+    np.testing.assert_array_equal(latest, cat.soil_moisture_v10_0_0_0_10cm.read()["soil_moisture"].values)
+    np.testing.assert_array_equal(latest, ds_old["soil_moisture"].values[:, 0] + 1)
+
+
 def test_publish_on_s3(s3_endpoint: str) -> None:
     import intake
 
@@ -271,7 +319,7 @@ def test_publish_on_s3(s3_endpoint: str) -> None:
 
     # An analyst names only the endpoint; the keys come from the environment.
     cat = intake.open_catalog(f"{root}/catalog.yaml", storage_options={"endpoint_url": s3_endpoint})
-    assert list(cat) == ["soil_moisture", *LAYER_ENTRIES]
+    assert list(cat)[:5] == ["soil_moisture", *LAYER_ENTRIES, "soil_moisture_layer"]
     np.testing.assert_array_equal(
         cat.soil_moisture.read()["soil_moisture"].values, ds["soil_moisture"].values
     )

@@ -129,9 +129,10 @@ def publish(cfg: RunConfig, ctx: Context) -> dict[str, str]:
         _catalog_metadata(cfg, attrs, href_from(parent(catalog_url), collection_url)),
         {"units": str(ds["soil_moisture"].attrs.get("units", "m3 m-3"))},
         stores.write_unit_chunks(ds),
+        cfg.product_version,
     )
     intake_catalog.write_catalog(cat, catalog_url)
-    names = [intake_catalog.WHOLE_ENTRY] + [intake_catalog.layer_entry_name(a, b) for a, b in bounds]
+    names = intake_catalog.entry_names(cfg.product_version, bounds)
     if public is None:  # a public URL may not be reachable from here; the stores are
         intake_catalog.check_catalog(catalog_url, names)
     log.info("wrote Intake catalog %s with entries %s", catalog_url, ", ".join(names))

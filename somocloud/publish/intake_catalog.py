@@ -1,18 +1,32 @@
-"""The product's Intake 2 catalog: one entry for the whole product and one per soil layer.
+"""The product's Intake 2 catalog: entries per layer and product version, and a validated parameter.
 
 Entries are `XArrayDatasetReader`s over `datatypes.Zarr(..., storage_options="{STORAGE_OPTIONS}")`, so the
 storage options an analyst passes to `intake.open_catalog(url, storage_options=...)` reach the product
 store; the YAML itself never holds an endpoint or a credential. Layer entries are pipelines
-`reader.sel(depth=...)`. Entries get names with `give_name`, so `list(catalog)` lists them.
+`reader.sel(depth=...)`. Entries get names with `give_name`, so `list(catalog)` lists them:
+
+- `soil_moisture` and `soil_moisture_<top>_<bottom>cm`: the version being published (the latest);
+- `soil_moisture_v<version>` and `soil_moisture_v<version>_<top>_<bottom>cm` for every version published
+  to the same catalog: publishing a new version keeps the entries of the others;
+- `soil_moisture_layer`: one layer chosen by the catalog-level parameter `depth` (m), validated against
+  the product's depths: `cat(depth=0.2).soil_moisture_layer.read()`; another value raises `ValueError`.
+
+intake 2.0.9 drops a parameter's class when it writes YAML, and reads it back as a plain parameter that
+accepts anything; the class is written back here, so intake validates on read.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from somocloud import stores
 from somocloud.publish._hrefs import href_from, parent
+
+log = logging.getLogger(__name__)
 
 WHOLE_ENTRY = "soil_moisture"
 """Name of the entry that opens the whole product."""
@@ -31,6 +45,25 @@ def catalog_product_url(catalog_url: str, product_url: str) -> str:
     return "{CATALOG_DIR}/" + href.removeprefix("./")
 
 
+LAYER_ENTRY = "soil_moisture_layer"
+"""Name of the entry that opens the layer chosen by the catalog parameter `depth`."""
+DEPTH_PARAMETER = "depth"
+PARAMETER_CLASS = "intake.readers.user_parameters:OptionsUserParameter"
+
+
+def version_tag(version: str) -> str:
+    """`1.0.0` → `v1_0_0`, for entry names."""
+    return "v" + "".join(c if c.isalnum() else "_" for c in version)
+
+
+def entry_names(version: str, depth_bounds: Sequence[Sequence[float]]) -> list[str]:
+    """Every entry name a product version gets (unversioned, versioned, the parameterised layer)."""
+    layers = [layer_entry_name(top, bottom) for top, bottom in depth_bounds]
+    tag = version_tag(version)
+    versioned = [f"{WHOLE_ENTRY}_{tag}"] + [n.replace(WHOLE_ENTRY, f"{WHOLE_ENTRY}_{tag}", 1) for n in layers]
+    return [WHOLE_ENTRY, *layers, LAYER_ENTRY, *versioned]
+
+
 def build_catalog(
     product_url: str,
     depths: Sequence[float],
@@ -38,16 +71,19 @@ def build_catalog(
     metadata: Mapping[str, Any],
     entry_metadata: Mapping[str, Any] | None = None,
     chunks: Mapping[str, int] | None = None,
+    version: str = "0",
 ) -> Any:
-    """An `intake.entry.Catalog` with the whole-product entry and one entry per layer.
+    """An `intake.entry.Catalog` with the whole-product entry, one entry per layer (each also under a
+    versioned name) and the `depth`-parameterised layer entry.
 
     `product_url` is written as given (it may use `{CATALOG_DIR}`); `metadata` becomes the catalog's;
     `chunks` are the dask chunks readers get (default: the Zarr chunks)."""
     import intake
     from intake.readers import datatypes, readers
+    from intake.readers.user_parameters import OptionsUserParameter
 
     data = datatypes.Zarr(url=product_url, storage_options="{STORAGE_OPTIONS}")
-    base_meta = dict(entry_metadata or {})
+    base_meta = dict(entry_metadata or {}) | {"version": version}
     reader = readers.XArrayDatasetReader(
         data,
         chunks=dict(chunks or {}),
@@ -55,7 +91,10 @@ def build_catalog(
         metadata=base_meta | {"description": "All layers: dims time, depth, lat, lon"},
     )
     cat = intake.entry.Catalog(metadata=dict(metadata))
-    cat.give_name(cat.add_entry(reader), WHOLE_ENTRY)
+    names = iter(entry_names(version, depth_bounds))
+    whole = cat.add_entry(reader)
+    cat.give_name(whole, next(names))
+    layer_tokens = []
     for depth, (top, bottom) in zip(depths, depth_bounds, strict=True):
         layer = reader.sel(depth=float(depth), method="nearest")
         # A fresh dict: the pipeline would otherwise share (and overwrite) the reader's metadata.
@@ -64,8 +103,73 @@ def build_catalog(
             "depth": float(depth),
             "depth_bounds": [float(top), float(bottom)],
         }
-        cat.give_name(cat.add_entry(layer), layer_entry_name(top, bottom))
+        layer_tokens.append(cat.add_entry(layer))
+        cat.give_name(layer_tokens[-1], next(names))
+    # Exact selection: the parameter, not `method="nearest"`, decides which depths are valid.
+    chosen = reader.sel(depth=float(depths[0]))
+    chosen.metadata = base_meta | {
+        "description": f"The layer at `depth` (m; one of {[float(d) for d in depths]}): dims time, lat, lon"
+    }
+    cat.give_name(cat.add_entry(chosen), next(names))
+    cat.extract_parameter(
+        item=LAYER_ENTRY,
+        name=DEPTH_PARAMETER,
+        value=float(depths[0]),
+        cls=OptionsUserParameter,
+        options=[float(d) for d in depths],
+        dtype=float,
+        description="mid-depth of the layer (m)",
+    )
+    cat.promote_parameter_name(DEPTH_PARAMETER, level="cat")
+    for token in [whole, *layer_tokens]:  # the same entries under their versioned names
+        cat.give_name(token, next(names))
     return cat
+
+
+def catalog_document(catalog: Any, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The catalog as YAML data: parameter classes restored, and the versioned entries of other versions
+    taken over from `previous` (the catalog published before, as YAML data)."""
+    doc: dict[str, Any] = catalog.to_dict()
+    for ups in [doc.get("user_parameters", {})] + [
+        e.get("user_parameters", {}) for e in doc["entries"].values()
+    ]:
+        if DEPTH_PARAMETER in ups:
+            ups[DEPTH_PARAMETER]["cls"] = PARAMETER_CLASS
+    current = {e.get("metadata", {}).get("version") for e in doc["entries"].values()}
+    kept = []
+    for alias, token in (previous or {}).get("aliases", {}).items():
+        assert previous is not None
+        entry = previous.get("entries", {}).get(token, {})
+        version = entry.get("metadata", {}).get("version")
+        if alias.startswith(f"{WHOLE_ENTRY}_v") and version not in current and alias not in doc["aliases"]:
+            doc["aliases"][alias] = token
+            _copy_with_references(token, previous, doc)
+            kept.append(version)
+    doc["metadata"]["versions"] = sorted({*current, *kept} - {None})
+    return doc
+
+
+def _copy_with_references(token: str, source: Mapping[str, Any], dest: dict[str, Any]) -> None:
+    """Copy entry or data `token` from `source` to `dest`, with every token it refers to (`{data(...)}`)."""
+    for section in ("entries", "data"):
+        if token in source.get(section, {}) and token not in dest.setdefault(section, {}):
+            dest[section][token] = source[section][token]
+            for ref in re.findall(r"\{data\(([^)]+)\)\}", json.dumps(source[section][token], default=str)):
+                _copy_with_references(ref, source, dest)
+
+
+def previous_document(url: str) -> dict[str, Any] | None:
+    """The catalog already published at `url` as YAML data, or None (none, or not readable as a catalog)."""
+    import yaml
+
+    if not stores.exists(url):
+        return None
+    try:
+        doc = yaml.safe_load(stores.read_text(url))
+    except yaml.YAMLError as exc:
+        log.warning("%s: not a YAML catalog (%s); earlier versions' entries are not kept", url, exc)
+        return None
+    return doc if isinstance(doc, dict) and "aliases" in doc else None
 
 
 def _secret_values(url: str) -> list[str]:
@@ -74,19 +178,17 @@ def _secret_values(url: str) -> list[str]:
 
 
 def write_catalog(catalog: Any, url: str) -> str:
-    """Write the catalog YAML to `url` (any store); returns `url`.
+    """Write the catalog YAML to `url` (any store), keeping the versioned entries of other versions
+    already published there; returns `url`.
 
-    The storage options are used only to open the file for writing; the written text is checked to hold
-    none of them."""
-    opts = stores.storage_options(url)
-    if stores.protocol(url) == "file":
-        fs, path = stores.filesystem(url)
-        fs.makedirs(parent(path), exist_ok=True)
-    catalog.to_yaml_file(url, **opts)
-    text = stores.read_text(url)
+    The written text is checked to hold no storage option of this process (endpoint, keys)."""
+    import yaml
+
+    doc = catalog_document(catalog, previous_document(url))
+    text = yaml.safe_dump(doc, sort_keys=True)
     if any(secret in text for secret in _secret_values(url)) or "endpoint_url" in text:
-        stores.remove(url)
-        raise ValueError(f"{url}: the catalog would publish storage options; removed it")
+        raise ValueError(f"{url}: the catalog would publish storage options; not written")
+    stores.write_text(url, text)
     return url
 
 
