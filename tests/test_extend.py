@@ -161,3 +161,24 @@ def test_extension_past_the_forcing_fails_before_writing(extended: dict) -> None
     assert stores.zarr_attrs(too_far.store("product")) == attrs
     assert not os.path.exists(ext.extension_config(too_far, too_far.period.start, too_far.extend.until
                                                    ).store("forcing"))  # fmt: skip
+
+
+def test_extend_is_a_cli_verb_with_until(extended: dict, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = extended["cfg"].model_copy(
+        update={"extend": extended["cfg"].extend.model_copy(update={"until": None})}
+    )
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    base = [sys.executable, "-m", "somocloud", "extend", "-c", str(cfg_file), "--no-progress"]
+    done = subprocess.run([*base, "--until", NEW_END], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"already reaches {NEW_END}" in done.stderr and f"product: {cfg.store('product')}" in done.stdout
+    missing = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "--until YYYY-MM-DD" in missing.stderr
+    bad = subprocess.run([*base, "--until", "30/01/2021"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "extend.until" in bad.stderr  # a bad date fails before any work

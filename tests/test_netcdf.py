@@ -37,6 +37,43 @@ def test_one_cf_file_per_layer_and_year(tmp_path: Path) -> None:
     assert ds["soil_moisture"].attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
 
 
+def test_publish_adds_one_valid_stac_item_per_exported_year(tmp_path: Path) -> None:
+    import pystac
+
+    from somocloud import stores
+    from somocloud.publish import publish
+    from somocloud.publish.stac import offline_validator
+
+    from .test_publish import _write_side_documents
+
+    cfg = _config(str(tmp_path / "run"))
+    cfg.period.start = cfg.period.start.replace(year=2019, month=12, day=20)
+    _write_product(cfg)
+    _write_side_documents(cfg)
+    stores.write_text(stores.join(cfg.store("report"), "index.html"), "<html></html>")
+    export_netcdf(cfg, Context(show_progress=False))
+    (Path(cfg.store("netcdf")) / "tiny-sm_layer3_2020.nc").unlink()  # an incomplete year gets no Item
+    publish(cfg, Context(show_progress=False))
+    collection_url = Path(cfg.store("stac")) / "collection.json"
+    collection = pystac.Collection.from_file(str(collection_url))
+    links = {link.rel: link for link in collection.links if link.rel in ("item", "describedby")}
+    assert links["describedby"].title == "Validation report"
+    assert (collection_url.parent / links["describedby"].href).resolve() == (
+        Path(cfg.store("report")) / "index.html"
+    ).resolve()
+    items = list(collection.get_items())
+    assert [i.id for i in items] == ["tiny-sm-2019"]
+    item = items[0]
+    item.validate(validator=offline_validator())
+    assert item.properties["start_datetime"].startswith("2019-12-20")
+    assert item.properties["end_datetime"].startswith("2019-12-31")
+    assert sorted(item.assets) == ["layer1", "layer2", "layer3"]
+    for k, asset in sorted(item.assets.items()):
+        assert Path(asset.get_absolute_href()).name == f"tiny-sm_{k}_2019.nc"
+        assert Path(asset.get_absolute_href()).exists()
+        assert asset.media_type == "application/netcdf"
+
+
 def test_files_pass_the_cf_compliance_checker(tmp_path: Path) -> None:
     """compliance-checker's CLI, as a user runs it (in-process, its netCDF handles crash the interpreter
     at exit), offline with its bundled standard-name table."""
