@@ -92,6 +92,9 @@ class StoresConfig(Section):
     """Input: in-situ station data: a folder (or zip) of ISMN files in any layout, zip archives, or USCRN tables."""
     truth: str | None = None
     """Optional input: true soil moisture (synthetic world only), used by `evaluate`."""
+    coarse_targets: str | None = None
+    """Input of `train.multiscale`: coarse gridded soil moisture Zarr (time, lat, lon) on a regular grid
+    coarser than the run grid (a satellite product, or `synthetic.coarse_factor`'s)."""
     forcing: str | None = None
     """Output of `forcing`: daily forcing cube Zarr with the canonical names, pixel-chunked."""
     reference_sm: str | None = None
@@ -161,6 +164,13 @@ class SyntheticConfig(Section):
     """Fraction of station records carrying a non-'G' quality flag (with corrupted values)."""
     spinup_days: int = Field(365, ge=30)
     """Days the water-balance model runs before `lookback_start` so the first day is not a cold start."""
+    coarse_factor: int | None = Field(None, ge=2)
+    """Also write a coarse "satellite" (`stores.coarse_targets`): the true layer-1 soil moisture averaged
+    over blocks of this many run-grid cells per side (land cells only), with noise and gaps. None: none."""
+    coarse_noise: float = Field(0.02, ge=0)
+    """Std of the Gaussian noise added to the coarse values, m3 m-3."""
+    coarse_gap_fraction: float = Field(0.3, ge=0, lt=1)
+    """Share of coarse (cell, day) values removed (orbit gaps, frozen soil, dense vegetation)."""
 
 
 class IngestConfig(Section):
@@ -308,6 +318,33 @@ class Region(Section):
         return (lat >= self.lat_min) & (lat <= self.lat_max) & (lon >= self.lon_min) & (lon <= self.lon_max)
 
 
+class MultiscaleConfig(Section):
+    """Multiscale training (Liu et al. 2022): besides the in-situ term at station cells, an areal term
+    compares the mean of the fine-cell predictions inside each coarse cell with gridded coarse soil moisture
+    (`stores.coarse_targets`, e.g. a 9 or 36 km satellite product), in every batch (`somocloud.multiscale`)."""
+
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the in-situ term; the areal term gets `1 - alpha` (Liu et al.: 0.5)."""
+    variable: str = "sm"
+    """Coarse soil moisture variable (m3 m-3, dims time, lat, lon) in `stores.coarse_targets`."""
+    layers: list[int] = Field(default_factory=lambda: [1])
+    """Layers (1-based) the areal term trains: a satellite sees only the top few centimetres."""
+    min_land_fraction: float = Field(0.5, gt=0, le=1)
+    """A coarse cell is used when at least this share of the run-grid cells inside it are land."""
+    coarse_per_batch: int = Field(8, ge=1)
+    """Coarse (cell, day) samples per optimiser step, each averaging the predictions of its fine cells."""
+    rescale_to_reference: bool = True
+    """Rescale each coarse cell's series to the mean and std of the reference soil moisture averaged over
+    its fine cells, as the in-situ targets are (`targets`), so both terms share one scale."""
+
+    @field_validator("layers")
+    @classmethod
+    def _valid_layers(cls, value: list[int]) -> list[int]:
+        if not value or any(k not in (1, 2, 3) for k in value) or len(set(value)) != len(value):
+            raise ValueError(f"must be distinct layers among 1, 2, 3; got {value}")
+        return sorted(value)
+
+
 class TrainConfig(Section):
     """Training of one model per layer and member."""
 
@@ -323,6 +360,8 @@ class TrainConfig(Section):
     """Ensemble members per layer, each with its own seed."""
     holdout_fraction: float = Field(0.2, ge=0, lt=1)
     """Share of target cells held out of training and used by `evaluate` (unused with `holdout_region`)."""
+    multiscale: MultiscaleConfig | None = None
+    """Also learn from coarse gridded soil moisture (areal term); None trains on in-situ targets only."""
     holdout_region: Region | None = None
     """The transfer experiment: hold out every target cell whose centre lies in this lat/lon box (°), train
     on the others, so `evaluate` scores a region the model never saw. Replaces `holdout_fraction`."""
@@ -557,6 +596,7 @@ DEFAULT_STORE_NAMES: dict[str, str] = {
     "dem": "inputs/dem.zarr",
     "ismn": "inputs/ismn",
     "truth": "inputs/truth.zarr",
+    "coarse_targets": "inputs/coarse_sm.zarr",
     "forcing": "work/forcing.zarr",
     "reference_sm": "work/reference_sm.zarr",
     "statics": "work/statics.zarr",

@@ -27,7 +27,7 @@ class StepSpec:
 SYNTHETIC = StepSpec(
     "somocloud.synthetic:build_world",
     "build the synthetic world (hourly ERA5, statics, DEM, truth, ISMN files)",
-    writes=("forcing_source", "static_inputs", "dem", "ismn", "truth"),
+    writes=("forcing_source", "static_inputs", "dem", "ismn", "truth", "coarse_targets"),
 )
 
 STEPS: dict[str, StepSpec] = {

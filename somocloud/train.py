@@ -65,6 +65,7 @@ from somocloud.layers import (
 )
 from somocloud.model.artifact import LayerCard, ModelCard, save_artifact
 from somocloud.model.features import Scaler, stack_inputs
+from somocloud.multiscale import ArealLayerData, areal_batch, areal_term
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,8 @@ class LayerData:
     fit_days: np.ndarray
     val_cells: np.ndarray
     val_days: np.ndarray
+    areal: ArealLayerData | None = None
+    """The areal term's samples (`train.multiscale`), whose inputs are the `areal_x_*` arrays."""
 
 
 @dataclass(frozen=True)
@@ -321,9 +324,17 @@ def _mean_loss(net: Any, data: LayerData, x_dyn: np.ndarray, x_stat: np.ndarray,
 
 
 def train_member(
-    spec: MemberSpec, data: LayerData, x_dyn: np.ndarray, x_stat: np.ndarray, settings: Settings
+    spec: MemberSpec,
+    data: LayerData,
+    x_dyn: np.ndarray,
+    x_stat: np.ndarray,
+    settings: Settings,
+    areal_x_dyn: np.ndarray | None = None,
+    areal_x_stat: np.ndarray | None = None,
 ) -> MemberResult:
-    """Train one EA-LSTM member on CPU (a Dask task): Adam, gradient-norm clip, NSE* loss.
+    """Train one EA-LSTM member on CPU (a Dask task): Adam, gradient-norm clip, NSE* loss; with
+    `data.areal`, every step's loss is `alpha` x the in-situ NSE* + (1 - alpha) x the areal NSE* of a
+    batch of coarse samples (`multiscale.areal_loss`).
 
     Args:
         spec: Layer, member and seed.
@@ -332,6 +343,7 @@ def train_member(
             (n_dyn includes the simulated soil moisture of the layers above, with the cascade).
         x_stat: (cells, n_stat) standardised statics of the training cells.
         settings: Hyper-parameters.
+        areal_x_dyn, areal_x_stat: Like `x_dyn` and `x_stat`, at the areal cells (with `data.areal`).
 
     Raises:
         FloatingPointError: The loss became non-finite.
@@ -364,13 +376,23 @@ def train_member(
                 idx = order[i0 : i0 + s.batch_size]
                 c, d = data.fit_cells[idx], data.fit_days[idx]
                 xd, xs = gather_windows(x_dyn, x_stat, c, d, s.seq_length)
+                areal = None
+                if data.areal is not None and areal_x_dyn is not None and areal_x_stat is not None:
+                    # One forward for both terms: the fused recurrence keeps one workspace per backward.
+                    areal = areal_batch(data.areal, areal_x_dyn, areal_x_stat, rng, s.seq_length)
+                    xd, xs = np.concatenate([xd, areal.x_dyn]), np.concatenate([xs, areal.x_stat])
                 optimiser.zero_grad()
+                out = net(torch.from_numpy(xd), torch.from_numpy(xs), s.predict_last_n)
                 loss = nse_star_loss(
-                    net(torch.from_numpy(xd), torch.from_numpy(xs), s.predict_last_n),
+                    out[: len(c)],
                     torch.from_numpy(window_targets(data.y, c, d, s.predict_last_n)),
                     torch.from_numpy(data.cell_std[c]),
                     s.nse_epsilon,
                 )
+                if areal is not None and data.areal is not None:
+                    fine = out[len(c) :] if out.dim() == 1 else out[len(c) :, -1]
+                    alpha = data.areal.alpha
+                    loss = alpha * loss + (1 - alpha) * areal_term(fine, areal, s.nse_epsilon)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"layer {spec.layer} member {spec.member}: non-finite NSE* loss in epoch {epoch + 1}"
@@ -536,6 +558,10 @@ class Prepared:
     target_mean: list[float]
     target_std: list[float]
     summary: list[dict[str, Any]] = field(default_factory=list)
+    areal: ArealRaw | None = None
+    """The areal term's raw data (`train.multiscale`); its inputs standardised in `areal_x_*`."""
+    areal_x_forcing: np.ndarray | None = None
+    areal_x_stat: np.ndarray | None = None
 
 
 def _layer_data(
@@ -598,6 +624,24 @@ class RawData:
     y_raw: np.ndarray
     """(cells, days, layers) targets, m3 m-3."""
     lead: int
+    areal: ArealRaw | None = None
+    """The coarse targets and their fine cells' inputs (`train.multiscale`)."""
+
+
+@dataclass
+class ArealRaw:
+    """The areal term's raw data: the fine land cells of the used coarse cells and the coarse targets."""
+
+    cells: np.ndarray
+    """(n, 2) [row, col] of the areal cells."""
+    dyn_raw: np.ndarray
+    """(n, lead + seq_length - 1 + days, n_dyn)."""
+    stat_raw: np.ndarray
+    """(n, n_stat)."""
+    members: np.ndarray
+    """(coarse, m) indexes into `cells`, -1 padded."""
+    y_raw: dict[int, np.ndarray]
+    """Layer → (coarse, days) coarse targets, m3 m-3 (rescaled to that layer's reference when configured)."""
 
 
 def read_training_data(cfg: RunConfig) -> RawData:
@@ -642,7 +686,64 @@ def read_training_data(cfg: RunConfig) -> RawData:
         stat_raw=stack_inputs(statics, STATIC_INPUTS),
         y_raw=y_raw,
         lead=lead,
+        areal=read_areal(cfg, grid, lead) if cfg.train.multiscale is not None else None,
     )
+
+
+def read_areal(cfg: RunConfig, grid: Grid, lead: int) -> ArealRaw:
+    """The coarse targets of `train.multiscale` and the inputs of every run-grid land cell under them."""
+    import pandas as pd
+
+    from somocloud.multiscale import read_coarse_targets, rescale_to_reference
+    from somocloud.targets import load_reference
+
+    ms = cfg.train.multiscale
+    assert ms is not None
+    start, end = train_period(cfg)
+    seq = cfg.model.seq_length
+    statics_ds = stores.open_zarr(cfg.store("statics"), chunks=None)
+    stores.check_variables(statics_ds, cfg.store("statics"), ["land_mask"], ("lat", "lon"))
+    land_mask = np.nan_to_num(np.asarray(statics_ds["land_mask"].values, dtype="float64")) > 0
+    coarse = read_coarse_targets(
+        cfg.store("coarse_targets"), ms.variable, grid, land_mask, start, end, ms.min_land_fraction
+    )
+    if len(coarse.members) == 0:
+        raise ValueError(
+            f"{cfg.store('coarse_targets')}: no coarse cell with values over the run grid's land"
+        )
+    flat = coarse.fine_cells
+    rows, cols = np.divmod(flat, grid.nlon)
+    members = np.where(coarse.members >= 0, np.searchsorted(flat, coarse.members), -1)
+    y_raw: dict[int, np.ndarray] = {}
+    if ms.rescale_to_reference:
+        ref = load_reference(cfg.store("reference_sm"), grid, rows, cols, pd.date_range(start, end, freq="D"))
+        for k in ms.layers:
+            scaled = rescale_to_reference(
+                type(coarse)(coarse.coarse_ids, members, coarse.values), ref[:, :, k - 1],
+                cfg.targets.min_overlap_days,
+            )  # fmt: skip
+            y_raw[k] = _align(scaled.coarse_ids, scaled.values, coarse.coarse_ids)
+    else:
+        y_raw = {k: coarse.values for k in ms.layers}
+    forcing = read_pixels(cfg.store("forcing"), _forcing_variables(DYNAMIC_INPUTS), rows, cols, grid,
+                          days=(start - dt.timedelta(days=lead + seq - 1), end))  # fmt: skip
+    statics = read_pixels(cfg.store("statics"), list(STATIC_INPUTS), rows, cols, grid)
+    log.info("train: multiscale: %d coarse cells over %d areal cells, alpha %.2f, layers %s",
+             len(members), len(flat), ms.alpha, ms.layers)  # fmt: skip
+    return ArealRaw(
+        cells=np.stack([rows, cols], axis=1),
+        dyn_raw=stack_inputs(forcing, DYNAMIC_INPUTS),
+        stat_raw=stack_inputs(statics, STATIC_INPUTS),
+        members=members,
+        y_raw=y_raw,
+    )
+
+
+def _align(ids: np.ndarray, values: np.ndarray, all_ids: np.ndarray) -> np.ndarray:
+    """`values` (rows for `ids`) placed in the rows of `all_ids`, NaN rows for ids left out."""
+    out = np.full((len(all_ids), values.shape[1] if values.ndim == 2 else 0), np.nan, dtype="float32")
+    out[np.searchsorted(all_ids, ids)] = values
+    return out
 
 
 def fit_prepared(cfg: RunConfig, raw: RawData, cells: np.ndarray | None = None) -> Prepared:
@@ -674,6 +775,9 @@ def fit_prepared(cfg: RunConfig, raw: RawData, cells: np.ndarray | None = None) 
         scaler=scaler,
         target_mean=means,
         target_std=stds,
+        areal=raw.areal,
+        areal_x_forcing=None if raw.areal is None else scaler.apply(raw.areal.dyn_raw, DYNAMIC_INPUTS),
+        areal_x_stat=None if raw.areal is None else scaler.apply(raw.areal.stat_raw, STATIC_INPUTS),
     )
 
 
@@ -687,13 +791,54 @@ def fit_layers(cfg: RunConfig, ctx: Context, prep: Prepared) -> list[list[Member
     the layers above); results per layer."""
     results: list[list[MemberResult]] = []
     simulated: dict[int, np.ndarray] = {}
+    simulated_areal: dict[int, np.ndarray] = {}
+    areal_layers = cfg.train.multiscale.layers if cfg.train.multiscale and prep.areal is not None else []
     for k in range(1, N_LAYERS + 1):
         x_full, data = layer_stage(cfg, prep, k, simulated)
         x_dyn = np.ascontiguousarray(x_full[:, prep.lead :])
-        results.append(run_members(cfg, ctx, k, data, x_dyn, prep.x_stat))
+        areal_full = None
+        if prep.areal_x_forcing is not None and (k in areal_layers or any(j > k for j in areal_layers)):
+            areal_full = layer_inputs(cfg, prep.scaler, k, prep.areal_x_forcing, simulated_areal)
+        areal_x = None
+        if k in areal_layers and areal_full is not None:
+            data.areal, areal_x = areal_stage(cfg, prep, k, areal_full)
+        results.append(run_members(cfg, ctx, k, data, x_dyn, prep.x_stat, areal_x, prep.areal_x_stat))
         if cfg.model.cascade and k < N_LAYERS:
             simulated[k] = simulate_layer(cfg, prep, k, results[-1], x_full, prep.x_stat)
+            if areal_full is not None and any(j > k for j in areal_layers):
+                assert prep.areal_x_stat is not None
+                simulated_areal[k] = simulate_layer(cfg, prep, k, results[-1], areal_full, prep.areal_x_stat)
     return results
+
+
+def areal_stage(
+    cfg: RunConfig, prep: Prepared, layer: int, areal_full: np.ndarray
+) -> tuple[ArealLayerData, np.ndarray]:
+    """The areal samples of `layer` and the areal cells' dynamic inputs over the training windows' days."""
+    from somocloud.multiscale import areal_layer_data
+
+    ms, areal = cfg.train.multiscale, prep.areal
+    assert ms is not None and areal is not None and prep.areal_x_stat is not None
+    seq = cfg.model.seq_length
+    x_dyn = np.ascontiguousarray(areal_full[:, prep.lead :])
+    ok = (
+        valid_window_ends(np.isfinite(x_dyn).all(axis=2), seq)
+        & np.isfinite(prep.areal_x_stat).all(axis=1)[:, None]
+    )
+    data = areal_layer_data(
+        areal.y_raw[layer], areal.members, ok, prep.target_mean[layer - 1], prep.target_std[layer - 1],
+        ms.alpha, ms.coarse_per_batch,
+    )  # fmt: skip
+    if len(data.fit_coarse) == 0:
+        raise ValueError(
+            f"{cfg.store('coarse_targets')}: layer {layer} has no areal sample: no coarse value on a day on "
+            "which every fine cell of its coarse cell has a complete input window"
+        )
+    prep.summary[-1] |= {
+        "areal_samples": len(data.fit_coarse),
+        "areal_coarse_cells": len(np.unique(data.fit_coarse)),
+    }
+    return data, x_dyn
 
 
 def simulate_cells(
@@ -822,7 +967,14 @@ def member_specs(cfg: RunConfig) -> list[MemberSpec]:
 
 
 def run_members(
-    cfg: RunConfig, ctx: Context, layer: int, data: LayerData, x_dyn: np.ndarray, x_stat: np.ndarray
+    cfg: RunConfig,
+    ctx: Context,
+    layer: int,
+    data: LayerData,
+    x_dyn: np.ndarray,
+    x_stat: np.ndarray,
+    areal_x_dyn: np.ndarray | None = None,
+    areal_x_stat: np.ndarray | None = None,
 ) -> list[MemberResult]:
     """Train every member of `layer` as an independent Dask task; results in member order."""
     from somocloud.progress import track
@@ -836,8 +988,21 @@ def run_members(
     x_dyn_f = client.scatter(x_dyn, broadcast=True, hash=False)
     x_stat_f = client.scatter(x_stat, broadcast=True, hash=False)
     data_f = client.scatter(data, broadcast=True, hash=False)
+    areal: dict[str, Any] = {}
+    if data.areal is not None and areal_x_dyn is not None:
+        areal = {
+            "areal_x_dyn": client.scatter(areal_x_dyn, broadcast=True, hash=False),
+            "areal_x_stat": client.scatter(areal_x_stat, broadcast=True, hash=False),
+        }
     futures = client.map(
-        train_member, specs, data=data_f, x_dyn=x_dyn_f, x_stat=x_stat_f, settings=settings, pure=False
+        train_member,
+        specs,
+        data=data_f,
+        x_dyn=x_dyn_f,
+        x_stat=x_stat_f,
+        settings=settings,
+        pure=False,
+        **areal,
     )
     done = track(futures, f"{STEP} layer {layer}", show=ctx.show_progress)
     by_spec = {r.spec: r for r in done}

@@ -309,6 +309,12 @@ def build_world(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     write_truth(world, urls["truth"], attrs)
     write_era5_hourly(world, urls["forcing_source"], attrs)
     n_files = write_ismn(world, cfg, urls["ismn"])
+    if cfg.synthetic.coarse_factor is not None:
+        from somocloud.synthetic.satellite import write_satellite
+
+        urls["coarse_targets"] = write_satellite(
+            world.truth, world.days, world.statics.land, world.grid, cfg, cfg.store("coarse_targets"), attrs
+        )
     log.info(
         "synthetic world written in %.1f s: %d days, %d stations, %d ISMN files",
         time.perf_counter() - t0, world.n_days, len(world.stations), n_files,
