@@ -16,8 +16,10 @@ days need is done:
    They run like `predict`'s (on the cluster, or `--parts i/N`), with markers.
 4. Finalise: `complete` is set again with a new content id (the original one is kept as
    `somocloud_base_content_id`, so `predict` with the original config still recognises the product) and
-   the extension is recorded in `somocloud_extensions`. A published product (STAC collection present) is
-   published again, which updates the STAC temporal extent and the Intake catalog.
+   the extension is recorded in `somocloud_extensions`. An exported product (NetCDF files present) gets
+   the files of the years the new days fall in written again; a published product (STAC collection
+   present) is published again, which updates the STAC temporal extent, the yearly Items and the Intake
+   catalog.
 
 Resumable: the first thing written is the in-progress record (`somocloud_extension`); a rerun with the
 same `--until` finds it and runs only the unmarked tasks. The product is `complete: false` meanwhile.
@@ -154,6 +156,12 @@ def extend(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     )
     log.info("extend: %s complete to %s", url, until)
     outputs = {"product": url, "forcing_extension": forcing_url}
+    if stores.list_files(cfg.store("netcdf"), ".nc"):  # an exported product: its touched years again
+        from somocloud.publish.netcdf import export_netcdf
+
+        years = {int(str(d)[:4]) for d in all_days[n_before:]}
+        outputs |= export_netcdf(cfg, ctx, only_years=years)
+        log.info("extend: NetCDF files of %s rewritten", ", ".join(map(str, sorted(years))))
     if stores.exists(stores.join(cfg.store("stac"), "collection.json")):
         from somocloud.publish import publish
 

@@ -48,9 +48,19 @@ def extended(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     cfg = _config(root, OLD_END)
     with Context(show_progress=False) as ctx:
         steps.entry("synthetic")(world, ctx)
-        for verb in ("forcing", "statics", "ingest", "targets", "train", "predict", "publish"):
+        for verb in (
+            "forcing",
+            "statics",
+            "ingest",
+            "targets",
+            "train",
+            "predict",
+            "export-netcdf",
+            "publish",
+        ):
             steps.entry(verb)(cfg, ctx)
         before = _chunk_objects(cfg.store("product"))
+        netcdf_before = {p.name: p.stat().st_mtime_ns for p in Path(cfg.store("netcdf")).glob("*.nc")}
         stac_before = stores.read_json(stores.join(cfg.store("stac"), "collection.json"))
 
         # An interrupted extension: only the first of two shares of its tasks ran.
@@ -75,6 +85,7 @@ def extended(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "whole": whole,
         "before": before,
         "stac_before": stac_before,
+        "netcdf_before": netcdf_before,
         "interrupted": interrupted,
         "outputs": outputs,
     }
@@ -125,6 +136,18 @@ def test_stac_extent_and_catalog_follow_the_extension(extended: dict) -> None:
     (interval,) = collection["extent"]["temporal"]["interval"]
     assert old_interval[1].startswith(OLD_END) and interval[1].startswith(NEW_END)
     assert collection["cube:dimensions"]["time"]["extent"][1].startswith(NEW_END)
+
+    # The exported product follows too: the new year's files are written, the finished year's kept.
+    netcdf = {p.name: p.stat().st_mtime_ns for p in Path(cfg.store("netcdf")).glob("*.nc")}
+    assert sorted(extended["netcdf_before"]) == [f"somocloud-tiny_layer{k}_2020.nc" for k in (1, 2, 3)]
+    assert {n: netcdf[n] for n in extended["netcdf_before"]} == extended["netcdf_before"]
+    assert sorted(set(netcdf) - set(extended["netcdf_before"])) == [
+        f"somocloud-tiny_layer{k}_2021.nc" for k in (1, 2, 3)
+    ]
+    with xr.open_dataset(Path(cfg.store("netcdf")) / "somocloud-tiny_layer1_2021.nc") as f:
+        assert f.sizes["time"] == 30
+    items = sorted(p.name for p in (Path(cfg.store("stac")) / "items").glob("*.json"))
+    assert items == ["somocloud-tiny-2020.json", "somocloud-tiny-2021.json"]
 
     from somocloud.publish.intake_catalog import open_catalog
 

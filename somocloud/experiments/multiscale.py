@@ -37,12 +37,15 @@ log = logging.getLogger("somocloud.experiments.multiscale")
 REGION = {"lat_min": 38.0, "lat_max": 42.0, "lon_min": -98.5, "lon_max": -97.0}
 """The station-free region: the demo world's eastern strip (6 of its 20 columns)."""
 VARIANTS: dict[str, dict[str, Any] | None] = {"insitu": None, "multiscale": {"alpha": 0.5, "layers": [1]}}
+"""The two trainings compared; the multiscale one with the config's other defaults (`MultiscaleConfig`)."""
 
 
-def variant_config(base: RunConfig, name: str) -> RunConfig:
+def variant_config(
+    base: RunConfig, name: str, variants: dict[str, dict[str, Any] | None] = VARIANTS
+) -> RunConfig:
     """`base` with the variant's training and its own model and product stores."""
     root = base.stores.root.rstrip("/")
-    multiscale = VARIANTS[name]
+    multiscale = variants[name]
     train = base.train.model_copy(
         update={"multiscale": None if multiscale is None else MultiscaleConfig(**multiscale)}
     )
@@ -85,8 +88,13 @@ def score_region(cfg: RunConfig, product_url: str) -> dict[str, Any]:
     return out
 
 
-def run_experiment(root: str, overrides: list[str]) -> dict[str, Any]:
-    """Build the world once, then train, predict and score both variants."""
+def run_experiment(
+    root: str, overrides: list[str], multiscale: dict[str, Any] | None = None, build_world: bool = True
+) -> dict[str, Any]:
+    """Build the world once (unless `build_world` is False and it exists), then train, predict and score
+    both variants; `multiscale` updates the multiscale variant's settings."""
+    variants = dict(VARIANTS)
+    variants["multiscale"] = {**(VARIANTS["multiscale"] or {}), **(multiscale or {})}
     base = load_config(
         embedded_config("demo.yaml"),
         [f"stores.root={root}", "synthetic.coarse_factor=4",
@@ -96,11 +104,13 @@ def run_experiment(root: str, overrides: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with Context(show_progress=False) as ctx:
         for verb in ("synthetic", "forcing", "statics", "ingest", "targets"):
+            if not build_world and stores.exists(stores.join(base.store("targets"), "zarr.json")):
+                break
             t0 = time.perf_counter()
             steps.entry(verb)(base, ctx)
             timings[verb] = round(time.perf_counter() - t0, 1)
-        for name in VARIANTS:
-            cfg = variant_config(base, name)
+        for name in variants:
+            cfg = variant_config(base, name, variants)
             for verb in ("train", "predict"):
                 t0 = time.perf_counter()
                 steps.entry(verb)(cfg, ctx)
@@ -114,7 +124,7 @@ def run_experiment(root: str, overrides: list[str]) -> dict[str, Any]:
         "experiment": "multiscale",
         "config": base.resolved(),
         "region": REGION,
-        "variants": {k: v for k, v in VARIANTS.items()},
+        "variants": variants,
         "results": results,
         "runtime_s": timings,
     }
@@ -136,14 +146,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="where the world and both runs are written")
     parser.add_argument("--out", help="results JSON")
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value) for both variants")
+    parser.add_argument(
+        "--multiscale",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a train.multiscale setting of the multiscale variant (JSON value), repeatable",
+    )
+    parser.add_argument("--reuse-world", action="store_true", help="keep a world already built at --root")
     parser.add_argument("-v", action="store_true", help="log progress")
     args = parser.parse_args(argv)
+    settings = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.multiscale)}
     logging.basicConfig(
         level=logging.INFO if args.v else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    report = run_experiment(args.root, args.overrides)
+    report = run_experiment(args.root, args.overrides, settings, build_world=not args.reuse_world)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     print(table(report))

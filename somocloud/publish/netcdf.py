@@ -34,8 +34,9 @@ LONG_NAMES = {
 }
 
 
-def export_netcdf(cfg: RunConfig, ctx: Context) -> dict[str, str]:
-    """Write one NetCDF file per layer and year of the complete product; returns `{"netcdf": folder}`."""
+def export_netcdf(cfg: RunConfig, ctx: Context, only_years: set[int] | None = None) -> dict[str, str]:
+    """Write one NetCDF file per layer and year of the complete product (of `only_years`, when given);
+    returns `{"netcdf": folder}`."""
     from somocloud.publish import check_complete
 
     product_url, out = cfg.store("product"), cfg.store("netcdf")
@@ -46,6 +47,8 @@ def export_netcdf(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     written = 0
     for k in range(product.sizes["depth"]):
         for year in np.unique(years):
+            if only_years is not None and int(year) not in only_years:
+                continue
             ds = layer_year(product.isel(depth=k, time=np.flatnonzero(years == year)), attrs, cfg, k + 1)
             _write(ds, stores.join(out, netcdf_name(prefix, k + 1, int(year))))
             written += 1
