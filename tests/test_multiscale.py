@@ -94,9 +94,13 @@ def test_training_with_a_synthetic_satellite(tmp_path) -> None:
 
     from .conftest import tiny_config
 
+    # Layers 1 and 2, with the cascade: layer 2's areal cells need layer 1's simulation there.
     cfg = tiny_config(
-        str(tmp_path / "ms"), synthetic={"coarse_factor": 2}, train={"multiscale": {"alpha": 0.5}}
+        str(tmp_path / "ms"),
+        synthetic={"coarse_factor": 2},
+        train={"multiscale": {"alpha": 0.5, "layers": [1, 2]}},
     )
+    assert cfg.model.cascade
     with Context(show_progress=False) as ctx:
         for verb in ("synthetic", "forcing", "statics", "ingest", "targets"):
             steps.entry(verb)(cfg, ctx)
@@ -117,7 +121,8 @@ def test_training_with_a_synthetic_satellite(tmp_path) -> None:
         steps.entry("train")(cfg, ctx)
         metrics = stores.read_json(stores.join(cfg.store("model"), "metrics.json"))
         assert (
-            metrics["layers"]["1"]["areal_samples"] > 1000 and "areal_samples" not in metrics["layers"]["2"]
+            metrics["layers"]["1"]["areal_samples"] > 1000 and metrics["layers"]["2"]["areal_samples"] > 1000
         )
+        assert "areal_samples" not in metrics["layers"]["3"]
         steps.entry("predict")(cfg, ctx)  # the model is an ordinary one
         assert stores.zarr_attrs(cfg.store("product"))["complete"] is True
