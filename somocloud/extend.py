@@ -99,14 +99,14 @@ def extend(cfg: RunConfig, ctx: Context) -> dict[str, str]:
     forcing_url = ext_cfg.store("forcing")
     offset = pr.check_forcing(forcing_url, grid, forcing_variables, _day(all_days[first]), until, lookback)
 
-    content_id = provenance.sha256_json(
+    content_id = record["content_id"] if record else provenance.sha256_json(
         {
             "base": attrs[provenance.CONTENT_ID],
             "until": until.isoformat(),
             "forcing": provenance.fingerprint(forcing_url),
             "model": model_content_id,
         }
-    )
+    )  # fmt: skip
     if record is None:
         record = {
             "until": until.isoformat(),
