@@ -45,7 +45,6 @@ from somocloud.layers import N_LAYERS
 
 log = logging.getLogger(__name__)
 
-STEP = "extend"
 IN_PROGRESS = "somocloud_extension"
 """Root attribute (JSON) of an extension that has started and not finished."""
 HISTORY = "somocloud_extensions"

@@ -57,6 +57,14 @@ def membership(grid: Grid, coarse_lat: np.ndarray, coarse_lon: np.ndarray) -> np
     return np.where((i[:, None] >= 0) & (j[None, :] >= 0), flat, -1).astype("int64")
 
 
+def enough_land(member: np.ndarray, land: np.ndarray, n_coarse: int, min_land_fraction: float) -> np.ndarray:
+    """(n_coarse,) True where a coarse cell holds land, at least `min_land_fraction` of its fine cells."""
+    inside = member >= 0
+    cells = np.bincount(member[inside], minlength=n_coarse)
+    land_cells = np.bincount(member[inside & land.astype(bool)], minlength=n_coarse)
+    return np.asarray((land_cells > 0) & (land_cells >= min_land_fraction * cells))
+
+
 def aggregate(
     values: np.ndarray, member: np.ndarray, n_coarse: int, land: np.ndarray, min_land_fraction: float = 0.0
 ) -> np.ndarray:
@@ -79,11 +87,9 @@ def aggregate(
     ok = np.isfinite(flat)
     total = (weights.T @ np.where(ok, flat, 0.0).T).T  # (rows, coarse) sums
     count = (weights.T @ ok.astype("float64").T).T
-    cells = np.bincount(owner[owner >= 0], minlength=n_coarse)
-    land_cells = np.bincount(owner[use], minlength=n_coarse)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.asarray(total) / np.asarray(count)
-    mean[:, (land_cells == 0) | (land_cells < min_land_fraction * cells)] = np.nan
+    mean[:, ~enough_land(member, land, n_coarse, min_land_fraction)] = np.nan
     return mean.reshape(*lead, n_coarse)
 
 
@@ -142,9 +148,7 @@ def read_coarse_targets(
     values = ds[variable].transpose("time", "lat", "lon").sel(time=days.values).values  # (days, clat, clon)
     n_coarse = len(clat) * len(clon)
     flat_values = values.reshape(len(days), n_coarse).T.astype("float32")  # (coarse, days)
-    cells = np.bincount(member[member >= 0], minlength=n_coarse)
-    land_cells = np.bincount(member[land & (member >= 0)], minlength=n_coarse)
-    used = np.flatnonzero((land_cells > 0) & (land_cells >= min_land_fraction * cells))
+    used = np.flatnonzero(enough_land(member, land, n_coarse, min_land_fraction))
     used = used[np.isfinite(flat_values[used]).any(axis=1)]
     groups = [np.flatnonzero((member.ravel() == k) & land.ravel()) for k in used]
     width = max((len(g) for g in groups), default=0)

@@ -137,13 +137,12 @@ def catalog_document(catalog: Any, previous: Mapping[str, Any] | None = None) ->
             ups[DEPTH_PARAMETER]["cls"] = PARAMETER_CLASS
     current = {e.get("metadata", {}).get("version") for e in doc["entries"].values()}
     kept = []
-    for alias, token in (previous or {}).get("aliases", {}).items():
-        assert previous is not None
-        entry = previous.get("entries", {}).get(token, {})
-        version = entry.get("metadata", {}).get("version")
+    prev = previous or {}
+    for alias, token in prev.get("aliases", {}).items():
+        version = prev.get("entries", {}).get(token, {}).get("metadata", {}).get("version")
         if alias.startswith(f"{WHOLE_ENTRY}_v") and version not in current and alias not in doc["aliases"]:
             doc["aliases"][alias] = token
-            _copy_with_references(token, previous, doc)
+            _copy_with_references(token, prev, doc)
             kept.append(version)
     doc["metadata"]["versions"] = sorted({*current, *kept} - {None})
     return doc

@@ -42,7 +42,7 @@ def export_netcdf(cfg: RunConfig, ctx: Context, only_years: set[int] | None = No
     product_url, out = cfg.store("product"), cfg.store("netcdf")
     attrs = check_complete(product_url)
     product = stores.open_zarr(product_url)
-    prefix = cfg.publish.netcdf_prefix or cfg.publish.collection_id
+    prefix = netcdf_prefix(cfg)
     years = pd.DatetimeIndex(product["time"].values).year
     written = 0
     for k in range(product.sizes["depth"]):
@@ -56,6 +56,11 @@ def export_netcdf(cfg: RunConfig, ctx: Context, only_years: set[int] | None = No
     return {"netcdf": out}
 
 
+def netcdf_prefix(cfg: RunConfig) -> str:
+    """`publish.netcdf_prefix`, default the collection id."""
+    return cfg.publish.netcdf_prefix or cfg.publish.collection_id
+
+
 def netcdf_name(prefix: str, layer: int, year: int) -> str:
     """File name of one layer and year: `<prefix>_layer<k>_<YYYY>.nc`."""
     return f"{prefix}_layer{layer}_{year}.nc"
@@ -63,7 +68,7 @@ def netcdf_name(prefix: str, layer: int, year: int) -> str:
 
 def exported_files(cfg: RunConfig, product: xr.Dataset) -> dict[int, list[tuple[int, str]]]:
     """The export's files that exist for `product`: year → [(layer, url)], years with every layer only."""
-    prefix = cfg.publish.netcdf_prefix or cfg.publish.collection_id
+    prefix = netcdf_prefix(cfg)
     out = cfg.store("netcdf")
     present = {posixpath.basename(u) for u in stores.list_files(out, ".nc")}
     files: dict[int, list[tuple[int, str]]] = {}
