@@ -215,6 +215,7 @@ class Settings:
     learning_rate_schedule: tuple[tuple[int, float], ...] = ()
     early_stopping_patience: int | None = None
     predict_last_n: int = 1
+    static_noise_std: float = 0.0
 
     def rate(self, epoch: int) -> float:
         """The learning rate of 1-based `epoch`."""
@@ -243,6 +244,7 @@ class Settings:
             learning_rate_schedule=tuple(t.learning_rate_schedule.items()),
             early_stopping_patience=t.early_stopping_patience,
             predict_last_n=m.predict_last_n,
+            static_noise_std=t.static_noise_std,
         )
 
 
@@ -381,6 +383,8 @@ def train_member(
                     # One forward for both terms: the fused recurrence keeps one workspace per backward.
                     areal = areal_batch(data.areal, areal_x_dyn, areal_x_stat, rng, s.seq_length)
                     xd, xs = np.concatenate([xd, areal.x_dyn]), np.concatenate([xs, areal.x_stat])
+                if s.static_noise_std > 0:  # drawn only when on, so the default keeps its random stream
+                    xs = xs + rng.normal(0.0, s.static_noise_std, xs.shape).astype(xs.dtype)
                 optimiser.zero_grad()
                 out = net(torch.from_numpy(xd), torch.from_numpy(xs), s.predict_last_n)
                 loss = nse_star_loss(

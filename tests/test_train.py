@@ -474,6 +474,47 @@ def test_training_on_the_last_n_steps_learns_every_step() -> None:
         assert np.corrcoef(out[:, k], truth[:, k])[0, 1] > 0.9, k
 
 
+def _static_sensitivity(state: dict[str, torch.Tensor], raw: np.ndarray, x_stat: np.ndarray) -> float:
+    """Mean |change| of the output when every cell's statics are swapped for another cell's."""
+    from somocloud.model.ealstm import EALSTM
+
+    net = EALSTM(raw.shape[-1], x_stat.shape[-1], 16, 0.0, 1.0)
+    net.load_state_dict(state)
+    days = np.arange(20, 280, 13)
+    cells = np.tile(np.arange(x_stat.shape[0]), len(days))
+    xd, xs = gather_windows(raw, x_stat, cells, np.repeat(days, x_stat.shape[0]), 10)
+    with torch.no_grad():
+        own = net(torch.from_numpy(xd), torch.from_numpy(xs)).numpy()
+        other = net(torch.from_numpy(xd), torch.from_numpy(np.roll(xs, 1, axis=0))).numpy()
+    return float(np.abs(own - other).mean())
+
+
+def test_static_noise_is_seeded_and_loosens_the_grip_of_the_statics() -> None:
+    """The target does not depend on the statics; noise on them during training makes the model lean on
+    them less (its output moves less when a cell gets another cell's statics). Off by default, and the
+    default keeps its own random stream."""
+    data, raw, x_stat, plain = learnable_problem(epochs=3)
+    _, _, _, noisy = learnable_problem(epochs=3, static_noise_std=1.0)
+    assert plain.static_noise_std == 0.0
+    a = train_member(MemberSpec(1, 0, 7), data, raw, x_stat, noisy)
+    b = train_member(MemberSpec(1, 0, 7), data, raw, x_stat, noisy)
+    base = train_member(MemberSpec(1, 0, 7), data, raw, x_stat, plain)
+    assert same_state(a.state, b.state)
+    assert not same_state(a.state, base.state)
+    assert _static_sensitivity(a.state, raw, x_stat) < 0.7 * _static_sensitivity(base.state, raw, x_stat)
+    assert a.val_loss[-1] is not None and a.val_loss_initial is not None
+    assert a.val_loss[-1] < 0.2 * a.val_loss_initial  # it still learns the dynamics
+
+
+def test_static_noise_config() -> None:
+    from somocloud.config import ConfigError
+
+    cfg = config_from_dict({"train": {"static_noise_std": 0.5}})
+    assert Settings.from_config(cfg).static_noise_std == 0.5
+    with pytest.raises(ConfigError, match="static_noise_std"):
+        config_from_dict({"train": {"static_noise_std": -0.1}})
+
+
 def test_predict_last_n_must_leave_a_warm_up() -> None:
     from somocloud.config import ConfigError
 

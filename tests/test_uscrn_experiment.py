@@ -179,6 +179,46 @@ def test_baselines_never_see_held_out_targets(tmp_path: Path) -> None:
         np.testing.assert_array_equal(before, after)
 
 
+def test_dropped_statics_are_left_out_and_unknown_ones_refused(tmp_path: Path) -> None:
+    df = pd.read_parquet(six_stations(tmp_path))
+    full = uscrn.prepare_inputs(df, TINY)
+    inp = uscrn.prepare_inputs(df, dataclasses.replace(TINY, drop_statics=("lat", "lon")))
+    assert full.static_names[:2] == ("lat", "lon")
+    assert inp.static_names == full.static_names[2:]
+    np.testing.assert_array_equal(inp.stat_raw, full.stat_raw[:, 2:])
+    with pytest.raises(ValueError, match=r"drop_statics: unknown statics \['clay'\]"):
+        uscrn.prepare_inputs(df, dataclasses.replace(TINY, drop_statics=("clay",)))
+
+
+def test_member_station_share_is_seeded_and_whole_stations() -> None:
+    from somocloud.train import LayerData
+
+    cells = np.repeat(np.arange(10), 5)
+    data = LayerData(
+        y=np.zeros((10, 5), dtype="float32"), cell_std=np.ones(10, dtype="float32"),
+        fit_cells=cells, fit_days=np.tile(np.arange(5), 10), val_cells=cells[:0], val_days=cells[:0],
+    )  # fmt: skip
+    assert uscrn._member_share(data, TINY, 1) is data  # fraction 1: every window
+    half = dataclasses.replace(TINY, member_station_fraction=0.5)
+    a, b, c = (uscrn._member_share(data, half, seed) for seed in (1, 1, 2))
+    kept = np.unique(a.fit_cells)
+    assert len(kept) == 5 and len(a.fit_cells) == 25  # whole stations, every window of each
+    np.testing.assert_array_equal(a.fit_days, np.tile(np.arange(5), 5))
+    np.testing.assert_array_equal(a.fit_cells, b.fit_cells)
+    assert not np.array_equal(np.unique(c.fit_cells), kept)
+    with pytest.raises(ValueError, match="member_station_fraction"):
+        dataclasses.replace(TINY, member_station_fraction=0.0)
+
+
+def test_schedule_reaches_the_members_and_bad_items_exit_2() -> None:
+    s = dataclasses.replace(TINY, learning_rate_schedule=((3, 1e-3),))
+    settings = uscrn._settings(s, 6, 8)
+    assert [settings.rate(e) for e in (1, 2, 3, 4)] == [TINY.learning_rate] * 2 + [1e-3] * 2
+    with pytest.raises(SystemExit) as exc:
+        uscrn.main(["--parquet", "unused.parquet", "--learning-rate-schedule", "6"])
+    assert exc.value.code == 2
+
+
 def test_history_length_by_hand() -> None:
     finite = np.array([[True, True, False, True, True, True], [False, True, True, True, True, True]])
     assert uscrn.history_length(finite).tolist() == [[1, 2, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]

@@ -115,6 +115,24 @@ UNAVAILABLE_STATICS = ("elev_std", "clay", "sand", "silt", "porosity_top", "poro
 METHODS = ("ealstm", "random_forest", "climatology", "persistence")
 SCORES = ("r", "anomaly_r", "ubrmsd")
 HIGHER_IS_BETTER = {"r": True, "anomaly_r": True, "ubrmsd": False}
+
+
+def _schedule_item(text: str) -> tuple[int, float]:
+    epoch, _, rate = text.partition(":")
+    try:
+        return int(epoch), float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--learning-rate-schedule: expected EPOCH:RATE, e.g. 6:1e-3, got {text!r}"
+        ) from None
+
+
+LIST_SETTINGS: dict[str, Any] = {
+    "methods": str,
+    "drop_statics": str,
+    "learning_rate_schedule": _schedule_item,
+}
+"""Settings given on the command line as comma-separated lists, with the parser of one item."""
 SEED_FOLD_STRIDE = 100
 SEED_LAYER_STRIDE = 1000
 
@@ -147,6 +165,7 @@ class ExperimentSettings:
     epochs: int = 8
     batch_size: int = 128
     learning_rate: float = 1e-2
+    learning_rate_schedule: tuple[tuple[int, float], ...] = ()
     max_windows_per_epoch: int | None = None
     grad_clip: float = 1.0
     nse_epsilon: float = 0.05
@@ -154,7 +173,10 @@ class ExperimentSettings:
     validation_fraction: float = 0.0
     early_stopping_patience: int | None = None
     cascade: bool = False
+    static_noise_std: float = 0.0
+    drop_statics: tuple[str, ...] = ()
     n_members: int = 1
+    member_station_fraction: float = 1.0
     threads: int = 1
     # random forest
     rf_trees: int = 100
@@ -177,6 +199,8 @@ class ExperimentSettings:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.early_stopping_patience is not None and self.validation_fraction == 0:
             raise ValueError("early_stopping_patience needs validation_fraction > 0")
+        if not 0 < self.member_station_fraction <= 1:
+            raise ValueError(f"member_station_fraction must be in (0, 1], got {self.member_station_fraction}")
         if not 1 <= self.predict_last_n < self.seq_length:
             raise ValueError(f"predict_last_n must be in 1..seq_length-1, got {self.predict_last_n}")
 
@@ -460,6 +484,10 @@ def prepare_inputs(
     dynamic_names = tuple(n for n in DYNAMIC_NAMES if n != "snr" or "snr" in forcing)
     dyn_raw = stack_inputs(forcing, dynamic_names)
     statics = uscrn_statics(forcing, table, elevation)
+    unknown = sorted(set(settings.drop_statics) - set(statics))
+    if unknown:
+        raise ValueError(f"drop_statics: unknown statics {unknown}; the statics are {list(statics)}")
+    statics = {k: v for k, v in statics.items() if k not in settings.drop_statics}
     static_names = tuple(statics)
     stat_raw = np.stack([statics[n] for n in static_names], axis=1).astype("float32")
     targets, probes = uscrn_targets(table, settings.min_target_days)
@@ -493,12 +521,14 @@ def _settings(s: ExperimentSettings, n_dynamic: int, n_static: int) -> Settings:
         "epochs": s.epochs,
         "batch_size": s.batch_size,
         "learning_rate": s.learning_rate,
+        "learning_rate_schedule": s.learning_rate_schedule,
         "max_windows_per_epoch": s.max_windows_per_epoch,
         "grad_clip": s.grad_clip,
         "nse_epsilon": s.nse_epsilon,
         "threads": s.threads,
         "predict_last_n": s.predict_last_n,
         "early_stopping_patience": s.early_stopping_patience,
+        "static_noise_std": s.static_noise_std,
     }
     names = {f.name for f in dataclasses.fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in names})
@@ -561,6 +591,17 @@ def _predict_ealstm(
     return np.where(history > s.warm_up, pred, np.nan)
 
 
+def _member_share(data: LayerData, s: ExperimentSettings, seed: int) -> LayerData:
+    """The member's training windows: those of a seeded `member_station_fraction` of the fitted stations
+    (every one at 1), so that members differ in their stations as a forest's trees do."""
+    if s.member_station_fraction >= 1:
+        return data
+    stations = np.unique(data.fit_cells)
+    n = max(1, round(s.member_station_fraction * len(stations)))
+    keep = np.isin(data.fit_cells, np.random.default_rng(seed).permutation(stations)[:n])
+    return dataclasses.replace(data, fit_cells=data.fit_cells[keep], fit_days=data.fit_days[keep])
+
+
 def _fit_ealstm_fold(
     inp: Inputs, s: ExperimentSettings, train: np.ndarray, test: np.ndarray, fold: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -615,11 +656,12 @@ def _fit_ealstm_fold(
         for m in range(s.n_members):
             spec = MemberSpec(k + 1, m, s.seed + SEED_LAYER_STRIDE * (k + 1) + SEED_FOLD_STRIDE * fold + m)
             t0 = time.perf_counter()
-            results.append(train_member(spec, data, x_train, x_stat[train], settings))
+            share = _member_share(data, s, spec.seed)
+            results.append(train_member(spec, share, x_train, x_stat[train], settings))
             r = results[-1]
             log.info(
                 "fold %d layer %d member %d: %d windows, NSE* %s, validation %s, best epoch %s, %.0f s",
-                fold, k + 1, m, len(data.fit_cells), [round(v, 2) for v in r.train_loss],
+                fold, k + 1, m, len(share.fit_cells), [round(v, 2) for v in r.train_loss],
                 [None if v is None else round(v, 2) for v in r.val_loss], r.best_epoch, time.perf_counter() - t0,
             )  # fmt: skip
         states = [r.state for r in results]
@@ -876,8 +918,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--methods", default=",".join(defaults.methods), help="comma-separated subset of " + ",".join(METHODS)
     )
+    p.add_argument("--drop-statics", default="", help="comma-separated statics to leave out (default none)")
+    p.add_argument(
+        "--learning-rate-schedule", default="", help="EPOCH:RATE,... the rate from that 1-based epoch on"
+    )
     for f in dataclasses.fields(ExperimentSettings):
-        if f.name == "methods":
+        if f.name in LIST_SETTINGS:
             continue
         default = getattr(defaults, f.name)
         kind: Any = type(default) if default is not None else int
@@ -889,10 +935,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s"
     )
-    values = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(ExperimentSettings) if f.name != "methods"
+    values: dict[str, Any] = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ExperimentSettings)
+        if f.name not in LIST_SETTINGS
     }
-    settings = ExperimentSettings(methods=tuple(m for m in args.methods.split(",") if m), **values)
+    try:
+        values |= {
+            name: tuple(item(v) for v in getattr(args, name).split(",") if v)
+            for name, item in LIST_SETTINGS.items()
+        }
+    except argparse.ArgumentTypeError as err:
+        p.error(str(err))
+    settings = ExperimentSettings(**values)
     elevation = _elevation_csv(args.elevation) if args.elevation else None
     results = run_uscrn_experiment(args.parquet, args.out, settings, elevation)
     st = results["stations"]
