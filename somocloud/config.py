@@ -373,11 +373,6 @@ class TrainConfig(Section):
     layer), and of ε = 0.005, 0.02, 0.05 and 0.1 the held-out skill was best at 0.05."""
     grad_clip: float = Field(1.0, gt=0)
     """Gradient-norm clip."""
-    static_noise_std: float = Field(0.0, ge=0)
-    """Std of Gaussian noise added to each training window's standardised statics (0: none, SoMo.ml). The
-    EA-LSTM's input gate is a function of the statics alone; with few training sites it can learn each
-    site's statics as an identity and fail at new ones. The noise makes it smooth in the statics
-    (docs/uscrn-experiment.md, "Noise on the statics")."""
     seed: int = 0
     """Base seed; member m of layer k (1-based) uses seed + 1000 * k + m."""
     threads: int | None = Field(None, ge=1)

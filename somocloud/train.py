@@ -216,6 +216,8 @@ class Settings:
     early_stopping_patience: int | None = None
     predict_last_n: int = 1
     static_noise_std: float = 0.0
+    """Std of Gaussian noise on each training window's standardised statics (0: none, SoMo.ml). Only the
+    USCRN experiment sets it: it lowered every score there (docs/uscrn-experiment.md, session 6)."""
 
     def rate(self, epoch: int) -> float:
         """The learning rate of 1-based `epoch`."""
@@ -244,7 +246,6 @@ class Settings:
             learning_rate_schedule=tuple(t.learning_rate_schedule.items()),
             early_stopping_patience=t.early_stopping_patience,
             predict_last_n=m.predict_last_n,
-            static_noise_std=t.static_noise_std,
         )
 
 

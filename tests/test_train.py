@@ -506,15 +506,6 @@ def test_static_noise_is_seeded_and_loosens_the_grip_of_the_statics() -> None:
     assert a.val_loss[-1] < 0.2 * a.val_loss_initial  # it still learns the dynamics
 
 
-def test_static_noise_config() -> None:
-    from somocloud.config import ConfigError
-
-    cfg = config_from_dict({"train": {"static_noise_std": 0.5}})
-    assert Settings.from_config(cfg).static_noise_std == 0.5
-    with pytest.raises(ConfigError, match="static_noise_std"):
-        config_from_dict({"train": {"static_noise_std": -0.1}})
-
-
 def test_predict_last_n_must_leave_a_warm_up() -> None:
     from somocloud.config import ConfigError
 

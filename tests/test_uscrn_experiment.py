@@ -219,6 +219,23 @@ def test_schedule_reaches_the_members_and_bad_items_exit_2() -> None:
     assert exc.value.code == 2
 
 
+def test_gldas_statics_take_the_nearest_cell_with_a_value(tmp_path: Path) -> None:
+    import xarray as xr
+
+    lat, lon = np.array([40.125, 40.375]), np.array([-100.125, -99.875, -99.625])
+    top = np.array([[[20.0, NAN, 30.0], [NAN, NAN, 40.0]]])  # kg m-2 in 0-10 cm
+    path = tmp_path / "gldas.nc4"
+    xr.Dataset(
+        {"SoilMoi0_10cm_inst": (("time", "lat", "lon"), top), "SoilMoi10_40cm_inst": (("time", "lat", "lon"), top * 3)},
+        coords={"time": [np.datetime64("2016-01-01T03:00")], "lat": lat, "lon": lon},
+    ).to_netcdf(path)  # fmt: skip
+    got = uscrn.gldas_statics(str(path), np.array([40.3, 40.125, 45.0]), np.array([-99.9, -99.9, -99.9]))
+    # station 0 sits in the empty centre cell: its nearest cells with a value are (40.125, -100.125) at
+    # 0.25° and (40.375, -99.625) at 0.22° (longitude distances shrink with cos(lat)); station 2 is 5° away
+    np.testing.assert_allclose(got["gldas_sm_0_10"], [0.40, 0.20, NAN])  # 40 kg m-2 / (1000 kg m-3 x 0.1 m)
+    np.testing.assert_allclose(got["gldas_sm_10_40"], [0.40, 0.20, NAN])
+
+
 def test_history_length_by_hand() -> None:
     finite = np.array([[True, True, False, True, True, True], [False, True, True, True, True, True]])
     assert uscrn.history_length(finite).tolist() == [[1, 2, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]

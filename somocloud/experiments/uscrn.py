@@ -30,7 +30,10 @@ experiment (`run_uscrn_experiment`), writes the results JSON and prints a table.
   and left out rather than filled with a constant (a constant standardises to 0 and tells the model
   nothing): `elev_std`, `clay`, `sand`, `silt`, `porosity_top`, `porosity_mid`, `veg_type` (and
   `elev_mean` without elevations; the parquet has none). Added instead: `lat`, `lon` and the year's
-  means of `t2m`, `ssrd`, `q`, `skt`. All are forcing or location, never soil moisture.
+  means of `t2m`, `ssrd`, `q`, `skt`. All are forcing or location, never soil moisture. Options:
+  `drop_statics` leaves some out; `gldas_statics` (a GLDAS-2.1 Noah file) adds that land-surface model's
+  soil moisture at 0-10 and 10-40 cm at the station's cell, a proxy for the soil the table lacks (both
+  models get it).
 * **Targets** (m3 m-3, the station's own values, not rescaled: there is no reference grid here). USCRN
   probes sit at 5, 10, 20, 50, 100 cm. With `targets.py`'s layer rules (a layer holds its lower
   boundary; one sensor per station and layer, mid-depth first) layer 1 (0-10 cm) is the 5 cm probe,
@@ -45,8 +48,11 @@ experiment (`run_uscrn_experiment`), writes the results JSON and prints a table.
   climatology) sees the training stations only.
 * **EA-LSTM**: `train.train_member` per fold and layer (`n_members` seeds, predictions averaged, negative
   values clipped to 0), windows of `seq_length` days inside the year, each layer from the forcing alone
-  (no cascade: feeding the upper layer's simulation would need an out-of-fold simulation at the
-  training stations too, i.e. nested folds; not done here). With `predict_last_n` = 1 (SoMo.ml) a day
+  (with `cascade`, layers 2 and 3 also take the simulations of the layers above: out-of-fold at the
+  test stations, in-sample at the training stations, as the product's `train` step does). Options that
+  regularise the members: `static_noise_std` (Gaussian noise on the standardised statics of each
+  training window), `member_station_fraction` (each member fits a seeded share of the training stations),
+  `learning_rate_schedule`. With `predict_last_n` = 1 (SoMo.ml) a day
   is predicted by the last output of its `seq_length` window. With n > 1 the loss covers the last n days
   of each window, and a day is predicted from up to `seq_length` days of history after a warm-up of
   `seq_length - n` days (`_predict_ealstm`). With `validation_fraction` > 0 that share of the training
@@ -175,6 +181,7 @@ class ExperimentSettings:
     cascade: bool = False
     static_noise_std: float = 0.0
     drop_statics: tuple[str, ...] = ()
+    gldas_statics: str = ""
     n_members: int = 1
     member_station_fraction: float = 1.0
     threads: int = 1
@@ -442,6 +449,36 @@ def uscrn_statics(
     return out
 
 
+GLDAS_LAYERS = {"SoilMoi0_10cm_inst": ("gldas_sm_0_10", 0.1), "SoilMoi10_40cm_inst": ("gldas_sm_10_40", 0.3)}
+"""GLDAS-2.1 Noah soil moisture variables (kg m-2) → static name and layer thickness (m)."""
+
+
+def gldas_statics(
+    url: str, lat: np.ndarray, lon: np.ndarray, max_distance: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Soil moisture (m3 m-3) of a GLDAS-2.1 Noah file (a local NetCDF path; `shared/data/gldas` has one
+    3-hourly field) at each station: the nearest cell with a value within `max_distance` degrees (NaN
+    beyond). A land-surface model's state, not the station's observations: it
+    carries the model's soil texture and climate, the soil information the USCRN table lacks."""
+    import xarray as xr
+
+    with xr.open_dataset(url) as ds:
+        out = {}
+        for var, (name, thickness) in GLDAS_LAYERS.items():
+            field = ds[var].isel(time=0).load()
+            valid = field.notnull().values
+            glat, glon = np.meshgrid(ds["lat"].values, ds["lon"].values, indexing="ij")
+            vlat, vlon, vval = glat[valid], glon[valid], field.values[valid]
+            values = np.full(len(lat), np.nan)
+            for i, (a, b) in enumerate(zip(lat, lon, strict=True)):
+                d2 = (vlat - a) ** 2 + ((vlon - b) * np.cos(np.radians(a))) ** 2
+                j = int(np.argmin(d2))
+                if d2[j] <= max_distance**2:
+                    values[i] = vval[j] / (1000.0 * thickness)
+            out[name] = values
+    return out
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence numpy's all-NaN RuntimeWarnings (stations without data give NaN, handled by the callers)."""
@@ -484,6 +521,8 @@ def prepare_inputs(
     dynamic_names = tuple(n for n in DYNAMIC_NAMES if n != "snr" or "snr" in forcing)
     dyn_raw = stack_inputs(forcing, dynamic_names)
     statics = uscrn_statics(forcing, table, elevation)
+    if settings.gldas_statics:
+        statics |= gldas_statics(settings.gldas_statics, table.lat, table.lon)
     unknown = sorted(set(settings.drop_statics) - set(statics))
     if unknown:
         raise ValueError(f"drop_statics: unknown statics {unknown}; the statics are {list(statics)}")
