@@ -234,6 +234,11 @@ def test_gldas_statics_take_the_nearest_cell_with_a_value(tmp_path: Path) -> Non
     # 0.25° and (40.375, -99.625) at 0.22° (longitude distances shrink with cos(lat)); station 2 is 5° away
     np.testing.assert_allclose(got["gldas_sm_0_10"], [0.40, 0.20, NAN])  # 40 kg m-2 / (1000 kg m-3 x 0.1 m)
     np.testing.assert_allclose(got["gldas_sm_10_40"], [0.40, 0.20, NAN])
+    xr.open_dataset(path).drop_vars("SoilMoi10_40cm_inst").to_netcdf(tmp_path / "top_only.nc4")
+    with pytest.raises(
+        ValueError, match=r"top_only\.nc4: GLDAS variables \['SoilMoi10_40cm_inst'\] are missing"
+    ):
+        uscrn.gldas_statics(str(tmp_path / "top_only.nc4"), np.array([40.3]), np.array([-99.9]))
 
 
 def test_history_length_by_hand() -> None:

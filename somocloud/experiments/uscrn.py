@@ -454,21 +454,28 @@ GLDAS_LAYERS = {"SoilMoi0_10cm_inst": ("gldas_sm_0_10", 0.1), "SoilMoi10_40cm_in
 
 
 def gldas_statics(
-    url: str, lat: np.ndarray, lon: np.ndarray, max_distance: float = 1.0
+    path: str, lat: np.ndarray, lon: np.ndarray, max_distance: float = 1.0
 ) -> dict[str, np.ndarray]:
     """Soil moisture (m3 m-3) of a GLDAS-2.1 Noah file (a local NetCDF path; `shared/data/gldas` has one
     3-hourly field) at each station: the nearest cell with a value within `max_distance` degrees (NaN
-    beyond). A land-surface model's state, not the station's observations: it
-    carries the model's soil texture and climate, the soil information the USCRN table lacks."""
+    beyond, and the station is then not selected). A land-surface model's state, not the station's
+    observations: it carries the model's soil texture and climate, the soil information the USCRN table
+    lacks.
+
+    Raises:
+        ValueError: The file lacks one of the `GLDAS_LAYERS` variables (named with the file)."""
     import xarray as xr
 
-    with xr.open_dataset(url) as ds:
+    with xr.open_dataset(path) as ds:
+        missing = sorted(set(GLDAS_LAYERS) - set(ds.data_vars))
+        if missing:
+            raise ValueError(f"{path}: GLDAS variables {missing} are missing; need {list(GLDAS_LAYERS)}")
+        glat, glon = np.meshgrid(ds["lat"].values, ds["lon"].values, indexing="ij")
         out = {}
         for var, (name, thickness) in GLDAS_LAYERS.items():
-            field = ds[var].isel(time=0).load()
-            valid = field.notnull().values
-            glat, glon = np.meshgrid(ds["lat"].values, ds["lon"].values, indexing="ij")
-            vlat, vlon, vval = glat[valid], glon[valid], field.values[valid]
+            field = ds[var].isel(time=0).values
+            valid = np.isfinite(field)
+            vlat, vlon, vval = glat[valid], glon[valid], field[valid]
             values = np.full(len(lat), np.nan)
             for i, (a, b) in enumerate(zip(lat, lon, strict=True)):
                 d2 = (vlat - a) ** 2 + ((vlon - b) * np.cos(np.radians(a))) ** 2
@@ -523,6 +530,13 @@ def prepare_inputs(
     statics = uscrn_statics(forcing, table, elevation)
     if settings.gldas_statics:
         statics |= gldas_statics(settings.gldas_statics, table.lat, table.lon)
+        far = table.wban[~np.isfinite(statics["gldas_sm_0_10"]) | ~np.isfinite(statics["gldas_sm_10_40"])]
+        if len(far):
+            log.warning(
+                "%s: no GLDAS value within 1° of stations %s; they are not selected",
+                settings.gldas_statics,
+                far.tolist(),
+            )
     unknown = sorted(set(settings.drop_statics) - set(statics))
     if unknown:
         raise ValueError(f"drop_statics: unknown statics {unknown}; the statics are {list(statics)}")
